@@ -1,0 +1,27 @@
+# make demo: fresh venv, install, run the demo sweep, write its report.
+# make test: fresh venv, install with test extras, lint, run the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) experiments/run.py sweep=seed_kv hydra.sweep.dir=outputs/sweeps/seed_kv-$$(date +%Y-%m-%d_%H-%M-%S); \
+	status=$$?; $(PY) experiments/report.py || exit 1; exit $$status
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/kv_cache.py
+
+clean:
+	rm -rf $(VENV) outputs/runs outputs/sweeps

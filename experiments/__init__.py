@@ -1,0 +1,1 @@
+"""infer-sweep's Hydra side: the runner, the experiments, the report."""

@@ -1,0 +1,193 @@
+"""A stack of multi-head causal self-attention blocks in flat NumPy.
+
+Each block is pre-norm and residual: ``x = x + attn(rms_norm(x)) @ W_o``, with one
+fused projection ``W_qkv`` of shape ``(d_model, d_model + 2 * d_kv)``. Heads are
+vectorized; grouped-query attention (GQA) lets query head ``h`` read KV head
+``h // (n_heads // n_kv_heads)`` (GUIDE §6).
+
+``forward`` is the only forward pass: without a cache it is the full causal pass over
+the tokens given; with a cache it appends the new keys and values and attends over
+everything cached so far. Both a prefill and a one-token decode step are calls to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Queries processed at once by the causal attention: bounds the score matrix to
+#: ``QUERY_CHUNK x context`` per head, whatever the sequence length.
+QUERY_CHUNK = 256
+
+NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """Shape and dtype of the decoder."""
+
+    d_model: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    n_layers: int = 1
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        for name in ("d_model", "n_heads", "n_kv_heads", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
+            )
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads}"
+            )
+        if np.dtype(self.dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype={self.dtype} must be float32 or float64")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def d_kv(self) -> int:
+        """Width of the keys (and of the values) of one token: ``n_kv_heads * d_head``."""
+        return self.n_kv_heads * self.d_head
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Layer:
+    """Weights of one block: fused ``w_qkv`` (d, d + 2 d_kv) and ``w_o`` (d, d)."""
+
+    w_qkv: np.ndarray
+    w_o: np.ndarray
+
+
+@dataclass
+class Counts:
+    """What a run did, counted as it runs: K/V token projections per layer, FLOPs, cache copies."""
+
+    kv_projections: list[int]
+    flops: int = 0
+    cache_bytes_copied: int = 0
+
+    @classmethod
+    def for_layers(cls, n_layers: int) -> Counts:
+        return cls(kv_projections=[0] * n_layers)
+
+
+@dataclass
+class Decoder:
+    """Decoder weights and shape; build one with :func:`init_decoder`."""
+
+    shape: DecoderShape
+    layers: list[Layer] = field(default_factory=list)
+
+    def astype(self, dtype: str) -> Decoder:
+        """The same weights in another dtype (e.g. float64 for a reference)."""
+        shape = DecoderShape(
+            self.shape.d_model, self.shape.n_heads, self.shape.n_kv_heads, self.shape.n_layers, dtype
+        )
+        layers = [Layer(lay.w_qkv.astype(dtype), lay.w_o.astype(dtype)) for lay in self.layers]
+        return Decoder(shape, layers)
+
+
+def init_decoder(shape: DecoderShape, rng: np.random.Generator) -> Decoder:
+    """Random weights N(0, 1/d_model) drawn from ``rng`` in the decoder's dtype."""
+    d, dtype = shape.d_model, np.dtype(shape.dtype)
+    scale = dtype.type(1.0 / np.sqrt(d))
+    layers = []
+    for _ in range(shape.n_layers):
+        w_qkv = rng.standard_normal((d, d + 2 * shape.d_kv), dtype=dtype) * scale
+        w_o = rng.standard_normal((d, d), dtype=dtype) * scale
+        layers.append(Layer(w_qkv, w_o))
+    return Decoder(shape, layers)
+
+
+def rms_norm(x: np.ndarray) -> np.ndarray:
+    """RMSNorm over the last axis, without a gain: ``x / sqrt(mean(x**2) + eps)``."""
+    inv_d, eps = x.dtype.type(1.0 / x.shape[-1]), x.dtype.type(NORM_EPS)
+    return x * ((np.vecdot(x, x)[..., None] * inv_d + eps) ** -0.5)
+
+
+def softmax_(s: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in place (rows must hold at least one finite value)."""
+    s -= np.maximum.reduce(s, axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= np.add.reduce(s, axis=-1, keepdims=True)
+    return s
+
+
+def causal_attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, counts: Counts | None = None
+) -> np.ndarray:
+    """Causal softmax attention of new queries over all keys, heads vectorized.
+
+    ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head);
+    ``k``, ``v``: (B, n_kv_heads, L, d_head). Query ``i`` sits at absolute position
+    ``offset + i`` and sees keys ``0 .. offset + i``. Returns (B, n_kv_heads, group, Tq, d_head).
+    """
+    b, hkv, g, tq, dh = q.shape
+    if tq == 1:  # one decode step: the query sees every key, no mask, no chunks
+        s = softmax_(q.reshape(b, hkv, g, dh) @ k.swapaxes(-1, -2))  # (B, Hkv, G, L)
+        if counts is not None:
+            counts.flops += 4 * b * hkv * g * k.shape[2] * dh
+        return (s @ v).reshape(b, hkv, g, 1, dh)
+    out = np.empty_like(q)
+    for c0 in range(0, tq, QUERY_CHUNK):
+        c1 = min(tq, c0 + QUERY_CHUNK)
+        tc, kend = c1 - c0, offset + c1  # keys beyond kend are masked for every query here
+        qc = q[:, :, :, c0:c1].reshape(b, hkv, g * tc, dh)
+        s = qc @ k[:, :, :kend].swapaxes(-1, -2)  # (B, Hkv, G*tc, kend)
+        if tc > 1:
+            pos = offset + c0 + np.arange(tc)
+            mask = np.arange(kend)[None, :] > pos[:, None]  # (tc, kend)
+            s.reshape(b, hkv, g, tc, kend)[..., mask] = -np.inf
+        out[:, :, :, c0:c1] = (softmax_(s) @ v[:, :, :kend]).reshape(b, hkv, g, tc, dh)
+        if counts is not None:
+            counts.flops += 4 * b * hkv * g * tc * kend * dh  # QK^T and PV
+    return out
+
+
+def forward(
+    model: Decoder, x: np.ndarray, cache=None, counts: Counts | None = None
+) -> np.ndarray:
+    """Run the blocks over ``x`` (B, T, d_model) and return the hidden states (B, T, d_model).
+
+    Without ``cache`` this is the full causal pass over the T tokens. With a cache (see
+    :mod:`infer_core.kv_cache`) the T tokens follow those already cached: their keys and
+    values are appended and they attend over the whole cache.
+    """
+    s = model.shape
+    b, t, d = x.shape
+    hkv, g, dh, dkv = s.n_kv_heads, s.group, s.d_head, s.d_kv
+    scale = x.dtype.type(1.0 / np.sqrt(dh))
+    for i, layer in enumerate(model.layers):
+        h = rms_norm(x).reshape(b * t, d)
+        qkv = h @ layer.w_qkv  # (B*T, d + 2 d_kv)
+        q = (qkv[:, :d] * scale).reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
+        k = qkv[:, d : d + dkv].reshape(b, t, hkv, dh).transpose(0, 2, 1, 3)
+        v = qkv[:, d + dkv :].reshape(b, t, hkv, dh).transpose(0, 2, 1, 3)
+        if cache is not None:
+            k, v = cache.append(i, k, v)
+        o = causal_attention(q, k, v, offset=k.shape[2] - t, counts=counts)
+        o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
+        x = x + (o @ layer.w_o).reshape(b, t, d)
+        if counts is not None:
+            counts.kv_projections[i] += t
+            counts.flops += 2 * b * t * d * (d + 2 * dkv) + 2 * b * t * d * d
+    return x

@@ -1,0 +1,109 @@
+"""KV caches (grown by concatenation, or preallocated) and the KV-cache memory calculator.
+
+A cache holds, per layer, keys and values laid out (batch, n_kv_heads, tokens, d_head).
+``append(layer, k, v)`` adds the new tokens and returns views of everything cached so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from infer_core.attention import Counts, DecoderShape
+
+
+class Strategy(Enum):
+    """How generation treats past keys and values (GUIDE §6)."""
+
+    recompute = "recompute"  # no cache: full causal pass over all t tokens at every step
+    concat = "concat"  # cache grown with np.concatenate: O(t) copy per step
+    prealloc = "prealloc"  # preallocated buffer: O(1) write per step
+
+
+class ConcatCache:
+    """Cache grown by ``np.concatenate`` along the token axis: every append copies it all."""
+
+    def __init__(self, n_layers: int, counts: Counts | None = None) -> None:
+        self.n_layers = n_layers
+        self.counts = counts
+        self.reset()
+
+    def reset(self) -> None:
+        self.k: list[np.ndarray | None] = [None] * self.n_layers
+        self.v: list[np.ndarray | None] = [None] * self.n_layers
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.k[layer] is None:
+            self.k[layer], self.v[layer] = np.ascontiguousarray(k), np.ascontiguousarray(v)
+        else:
+            self.k[layer] = np.concatenate([self.k[layer], k], axis=2)
+            self.v[layer] = np.concatenate([self.v[layer], v], axis=2)
+        if self.counts is not None:
+            self.counts.cache_bytes_copied += self.k[layer].nbytes + self.v[layer].nbytes
+        return self.k[layer], self.v[layer]
+
+
+class PreallocCache:
+    """Cache in buffers allocated once for ``max_len`` tokens: an append writes only the new tokens."""
+
+    def __init__(
+        self, shape: DecoderShape, batch: int, max_len: int, counts: Counts | None = None
+    ) -> None:
+        dims = (shape.n_layers, batch, shape.n_kv_heads, max_len, shape.d_head)
+        self.k = np.empty(dims, dtype=shape.dtype)
+        self.v = np.empty(dims, dtype=shape.dtype)
+        self.max_len = max_len
+        self.counts = counts
+        self.reset()
+
+    def reset(self) -> None:
+        self.length = [0] * self.k.shape[0]
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = self.length[layer]
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"PreallocCache holds {self.max_len} tokens; appending would make {end}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        self.length[layer] = end
+        if self.counts is not None:
+            self.counts.cache_bytes_copied += k.nbytes + v.nbytes
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+def kv_cache_bytes(
+    n_layers: int,
+    n_kv_heads: int,
+    d_head: int,
+    seq_len: int,
+    batch: int = 1,
+    bytes_per_element: int = 2,
+) -> int:
+    """KV-cache size: 2 (K and V) x layers x KV heads x d_head x tokens x batch x bytes (GUIDE §6)."""
+    return 2 * n_layers * n_kv_heads * d_head * seq_len * batch * bytes_per_element
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """The attention shape of a published model, as far as the KV cache is concerned."""
+
+    n_layers: int
+    n_kv_heads: int
+    d_head: int
+
+    def kv_cache_bytes(self, seq_len: int, batch: int = 1, bytes_per_element: int = 2) -> int:
+        return kv_cache_bytes(
+            self.n_layers, self.n_kv_heads, self.d_head, seq_len, batch, bytes_per_element
+        )
+
+
+#: From the models' published configs (num_hidden_layers, num_key_value_heads, head_dim).
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "llama-2-7b": ModelPreset(n_layers=32, n_kv_heads=32, d_head=128),
+    "llama-3-8b": ModelPreset(n_layers=32, n_kv_heads=8, d_head=128),
+    "qwen2.5-0.5b": ModelPreset(n_layers=24, n_kv_heads=2, d_head=64),
+    "opt-13b": ModelPreset(n_layers=40, n_kv_heads=40, d_head=128),
+}

@@ -1,0 +1,152 @@
+"""The timing harness (GUIDE §4): warm-up, calibration, repeated samples, robust statistics.
+
+``measure(fn)`` warms ``fn`` up, repeats it inside each sample until a sample lasts at
+least ``min_sample_s``, takes ``repeats`` samples with ``perf_counter_ns`` (and the
+process CPU time), and returns per-call statistics. A run that would pass
+``max_seconds`` raises :class:`TimeBudgetExceeded` instead of hanging.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+#: pyperf's threshold for an unstable benchmark.
+UNSTABLE_CV = 0.10
+#: A raw sample shorter than this is dominated by clock resolution and call overhead.
+UNSTABLE_MIN_SAMPLE_S = 1e-3
+
+
+class TimeBudgetExceeded(RuntimeError):
+    """Raised when a measurement would pass its time budget; the message says why."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Raw samples of one measurement; every statistic is per call, in seconds."""
+
+    sample_ns: tuple[int, ...]  # wall time of each sample (``inner_loops`` calls)
+    cpu_sample_ns: tuple[int, ...]  # process CPU time of each sample
+    inner_loops: int
+    warmup: int
+
+    @cached_property
+    def per_call_s(self) -> np.ndarray:
+        return np.asarray(self.sample_ns, dtype=np.float64) / self.inner_loops / 1e9
+
+    @cached_property
+    def cpu_per_call_s(self) -> np.ndarray:
+        return np.asarray(self.cpu_sample_ns, dtype=np.float64) / self.inner_loops / 1e9
+
+    @property
+    def n(self) -> int:
+        return len(self.sample_ns)
+
+    @cached_property
+    def quartiles(self) -> tuple[float, float, float]:
+        q1, med, q3 = np.percentile(self.per_call_s, [25, 50, 75])
+        return float(q1), float(med), float(q3)
+
+    @property
+    def median(self) -> float:
+        return self.quartiles[1]
+
+    @property
+    def iqr(self) -> float:
+        return self.quartiles[2] - self.quartiles[0]
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_call_s.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.per_call_s.std(ddof=1)) if self.n > 1 else 0.0
+
+    @property
+    def cv(self) -> float:
+        return self.std / self.mean if self.mean > 0 else math.inf
+
+    @property
+    def unstable(self) -> bool:
+        """CV above 10%, or a raw sample shorter than 1 ms."""
+        return self.cv > UNSTABLE_CV or min(self.sample_ns) < UNSTABLE_MIN_SAMPLE_S * 1e9
+
+    def stats(self) -> dict[str, float | int | bool]:
+        """The per-point summary of GUIDE §4, keyed by CSV column name."""
+        q1, med, q3 = self.quartiles
+        return {
+            "time_median_s": med,
+            "time_iqr_s": q3 - q1,
+            "time_min_s": float(self.per_call_s.min()),
+            "time_q1_s": q1,
+            "time_q3_s": q3,
+            "time_max_s": float(self.per_call_s.max()),
+            "time_mean_s": self.mean,
+            "time_std_s": self.std,
+            "time_cv": self.cv,
+            "cpu_time_median_s": float(np.median(self.cpu_per_call_s)),
+            "n_samples": self.n,
+            "inner_loops": self.inner_loops,
+            "warmup": self.warmup,
+            "unstable": self.unstable,
+        }
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    min_sample_s: float = 0.005,
+    max_seconds: float = math.inf,
+) -> Timing:
+    """Time ``fn()``: ``warmup`` calls, then ``repeats`` samples of calibrated length.
+
+    The inner loop count is ``ceil(min_sample_s / t)`` with ``t`` the fastest warm-up
+    call. Before sampling, the remaining time is predicted from ``t``; if warm-up plus
+    sampling would pass ``max_seconds``, :class:`TimeBudgetExceeded` is raised with the
+    estimate. The garbage collector is off while samples are taken.
+    """
+    if warmup < 1 or repeats < 1:
+        raise ValueError(f"warmup={warmup} and repeats={repeats} must both be >= 1")
+    start = time.perf_counter_ns()
+    budget_ns = max_seconds * 1e9
+    fastest = math.inf
+    for i in range(warmup):
+        t0 = time.perf_counter_ns()
+        fn()
+        fastest = min(fastest, time.perf_counter_ns() - t0)
+        elapsed = time.perf_counter_ns() - start
+        if elapsed > budget_ns and i + 1 < warmup:
+            raise TimeBudgetExceeded(
+                f"warm-up call {i + 1} of {warmup} already took {elapsed / 1e9:.3g} s of {max_seconds:.3g} s"
+            )
+    inner = max(1, math.ceil(min_sample_s * 1e9 / max(fastest, 1)))
+    predicted = elapsed + repeats * inner * fastest
+    if predicted > budget_ns:
+        raise TimeBudgetExceeded(
+            f"warm-up plus {repeats} samples of {inner} call(s) at {fastest / 1e9:.3g} s per call "
+            f"would take {predicted / 1e9:.3g} s of {max_seconds:.3g} s"
+        )
+    wall, cpu = [], []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+            for _ in range(inner):
+                fn()
+            t1, c1 = time.perf_counter_ns(), time.process_time_ns()
+            wall.append(t1 - t0)
+            cpu.append(c1 - c0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(tuple(wall), tuple(cpu), inner, warmup)

@@ -1,0 +1,128 @@
+"""The decoder and its cache strategies: same outputs, checked against a naive per-head loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infer_core.attention import Counts, DecoderShape, causal_attention, forward, init_decoder, rms_norm
+from infer_core.decode import generate, make_cache, reference_outputs
+from infer_core.kv_cache import PreallocCache, Strategy
+
+# float32 outputs are O(1) and pass through a few dozen roundings: 1e-4 is ~1000 ulp of 1.0.
+ATOL = {"float32": 1e-4, "float64": 1e-11}
+
+
+def naive_forward(model, x: np.ndarray) -> np.ndarray:
+    """Reference written the slow, obvious way: loops over batch, heads and positions, float64."""
+    s = model.shape
+    x = x.astype(np.float64)
+    b, t, d = x.shape
+    for layer in model.layers:
+        w_qkv, w_o = layer.w_qkv.astype(np.float64), layer.w_o.astype(np.float64)
+        h = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-5)
+        qkv = h @ w_qkv
+        q, k, v = qkv[..., :d], qkv[..., d : d + s.d_kv], qkv[..., d + s.d_kv :]
+        o = np.zeros_like(x)
+        for bi in range(b):
+            for head in range(s.n_heads):
+                kvh = head // (s.n_heads // s.n_kv_heads)  # GUIDE §6: query head h reads KV head h // group
+                qh = q[bi, :, head * s.d_head : (head + 1) * s.d_head]
+                kh = k[bi, :, kvh * s.d_head : (kvh + 1) * s.d_head]
+                vh = v[bi, :, kvh * s.d_head : (kvh + 1) * s.d_head]
+                for i in range(t):
+                    scores = kh[: i + 1] @ qh[i] / np.sqrt(s.d_head)
+                    p = np.exp(scores - scores.max())
+                    o[bi, i, head * s.d_head : (head + 1) * s.d_head] = (p / p.sum()) @ vh[: i + 1]
+        x = x + o @ w_o
+    return x
+
+
+CASES = [
+    # d_model, n_heads, n_kv_heads, n_layers, batch, prompt_len, seq_len
+    pytest.param(32, 4, None, 1, 1, 0, 12, id="mha"),
+    pytest.param(32, 4, 2, 2, 1, 0, 10, id="gqa"),
+    pytest.param(32, 8, 1, 1, 1, 0, 9, id="mqa"),
+    pytest.param(24, 3, None, 3, 3, 0, 7, id="batch3-layers3"),
+    pytest.param(32, 4, 2, 2, 2, 5, 8, id="gqa-batch2-prompt5"),
+]
+
+
+def build(d, h, hkv, layers, batch, p, n, dtype, seed=0):
+    shape = DecoderShape(d, h, hkv, layers, dtype)
+    rng = np.random.default_rng(seed)
+    model = init_decoder(shape, rng)
+    x = rng.standard_normal((batch, p + n, d), dtype=np.dtype(dtype))
+    return model, x
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("d,h,hkv,layers,batch,p,n", CASES)
+def test_strategies_give_the_same_outputs(d, h, hkv, layers, batch, p, n, dtype):
+    model, x = build(d, h, hkv, layers, batch, p, n, dtype)
+    naive = naive_forward(model, x)[:, p:]
+    np.testing.assert_allclose(reference_outputs(model, x, p), naive, rtol=0, atol=1e-12)
+    outs = {s: generate(model, x, p, s) for s in Strategy}
+    for s, y in outs.items():
+        assert y.shape == (batch, n, d) and y.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(y, naive, rtol=0, atol=ATOL[dtype], err_msg=s.value)
+    for s in (Strategy.concat, Strategy.prealloc):
+        np.testing.assert_allclose(outs[s], outs[Strategy.recompute], rtol=0, atol=ATOL[dtype])
+
+
+def test_gqa_query_head_reads_kv_head_h_div_group():
+    """causal_attention against single-head attention of query head h over KV head h // group."""
+    rng = np.random.default_rng(1)
+    b, hkv, g, t, dh = 2, 2, 3, 5, 4
+    q = rng.standard_normal((b, hkv, g, t, dh))
+    k, v = rng.standard_normal((b, hkv, t, dh)), rng.standard_normal((b, hkv, t, dh))
+    out = causal_attention(q, k, v, offset=0)
+    flat_q = q.reshape(b, hkv * g, t, dh)  # query head h = kv * g + j
+    for h in range(hkv * g):
+        kv = h // g
+        scores = flat_q[:, h] @ k[:, kv].swapaxes(-1, -2)  # (b, t, t)
+        scores[:, np.triu_indices(t, 1)[0], np.triu_indices(t, 1)[1]] = -np.inf
+        p = np.exp(scores - scores.max(-1, keepdims=True))
+        expected = (p / p.sum(-1, keepdims=True)) @ v[:, kv]
+        np.testing.assert_allclose(out.reshape(b, hkv * g, t, dh)[:, h], expected, rtol=0, atol=1e-12)
+
+
+def test_recompute_keeps_the_long_prompt_exact_beyond_one_query_chunk():
+    """A prompt longer than QUERY_CHUNK exercises the chunked causal pass and its mask."""
+    model, x = build(16, 2, None, 1, 1, 300, 3, "float64")
+    naive = naive_forward(model, x)
+    np.testing.assert_allclose(forward(model, x), naive, rtol=0, atol=1e-11)
+    for s in Strategy:
+        np.testing.assert_allclose(generate(model, x, 300, s), naive[:, 300:], rtol=0, atol=1e-11)
+
+
+def test_prealloc_cache_reuse_and_overflow():
+    model, x = build(16, 2, None, 2, 1, 2, 4, "float32")
+    counts = Counts.for_layers(2)
+    cache = make_cache("prealloc", model.shape, 1, 6, counts)
+    first = generate(model, x, 2, "prealloc", cache=cache)
+    second = generate(model, x, 2, "prealloc", cache=cache)  # reset, not reallocated
+    np.testing.assert_array_equal(first, second)
+    assert isinstance(cache, PreallocCache) and cache.k.shape == (2, 1, 2, 6, 8)
+    with pytest.raises(ValueError, match="holds 6 tokens"):
+        cache.append(0, np.zeros((1, 2, 1, 8), np.float32), np.zeros((1, 2, 1, 8), np.float32))
+
+
+def test_rms_norm_and_shape_validation():
+    x = np.array([[3.0, 4.0]])
+    np.testing.assert_allclose(rms_norm(x), x / np.sqrt(12.5 + 1e-5))
+    with pytest.raises(ValueError, match="d_model=60 must be divisible by n_heads=8"):
+        DecoderShape(60, 8)
+    with pytest.raises(ValueError, match="n_heads=8 must be divisible by n_kv_heads=3"):
+        DecoderShape(64, 8, 3)
+    with pytest.raises(ValueError, match="dtype=float16"):
+        DecoderShape(64, 8, dtype="float16")
+
+
+def test_same_seed_same_weights_and_outputs():
+    a, xa = build(16, 2, None, 1, 1, 0, 4, "float32", seed=7)
+    b, xb = build(16, 2, None, 1, 1, 0, 4, "float32", seed=7)
+    c, _ = build(16, 2, None, 1, 1, 0, 4, "float32", seed=8)
+    np.testing.assert_array_equal(a.layers[0].w_qkv, b.layers[0].w_qkv)
+    np.testing.assert_array_equal(xa, xb)
+    assert not np.array_equal(a.layers[0].w_qkv, c.layers[0].w_qkv)

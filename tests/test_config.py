@@ -1,0 +1,99 @@
+"""Config validation: every bad value is named with its full key and value."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments import registry
+from experiments.base import ConfigError
+from experiments.kv_cache import KVConfig, check_memory
+from experiments.runner import validate
+from tests.conftest import ROOT, run_app
+
+registry.store_schemas()
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_defaults_validate():
+    point = validate(composed())
+    assert point.experiment.name == "kv_cache"
+    assert point.knobs.n_kv_heads == point.knobs.n_heads == 4  # null resolves to n_heads
+    assert point.seed == 0 and point.bench.repeats >= 5
+    flat = point.flat_config()
+    assert list(flat)[:2] == ["seed", "bench.warmup"]
+    assert flat["kv.strategies"] == "recompute,concat,prealloc" and flat["kv.dtype"] == "float32"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["kv.d_model=60", "kv.n_heads=8"], "kv.d_model=60 must be divisible by kv.n_heads=8"),
+        (["kv.seq_len=0"], "kv.seq_len=0 must be >= 1"),
+        (["kv.n_heads=8", "kv.n_kv_heads=3"], "kv.n_heads=8 must be divisible by kv.n_kv_heads=3"),
+        (["kv.d_model=-64"], "kv.d_model=-64 must be >= 1"),
+        (["kv.batch=0"], "kv.batch=0 must be >= 1"),
+        (["kv.prompt_len=-1"], "kv.prompt_len=-1 must be >= 0"),
+        (["kv.n_kv_heads=0"], "kv.n_kv_heads=0 must be >= 1"),
+        (["seed=-1"], "seed=-1 must be a non-negative integer"),
+        (["bench.repeats=3"], "bench.repeats=3 must be >= 5"),
+        (["bench.max_seconds=0"], "bench.max_seconds=0.0 must be > 0"),
+        (["kv.strategies=[prealloc,prealloc]"], "kv.strategies=['prealloc', 'prealloc'] repeats a strategy"),
+        (["kv.strategies=[]"], "kv.strategies is empty"),
+    ],
+)
+def test_cross_field_errors_name_key_and_value(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        validate(composed(*overrides))
+    assert message in str(info.value)
+
+
+def test_type_errors_come_from_omegaconf_with_the_key():
+    """Hydra rejects these while composing; validate() gives the same key when a config
+    arrives another way (a saved job config, a test)."""
+    from omegaconf import OmegaConf
+
+    cfg = composed()
+    OmegaConf.set_struct(cfg, False)
+    cfg.kv = OmegaConf.create({**OmegaConf.to_container(cfg.kv), "dtype": "float16"})
+    with pytest.raises(ConfigError, match=r"kv.dtype: Invalid value 'float16'"):
+        validate(cfg)
+    cfg.experiment = "nope"
+    with pytest.raises(ConfigError, match="experiment=nope is unknown: choose one of kv_cache"):
+        validate(cfg)
+
+
+def test_memory_estimate_fails_before_allocating():
+    cfg = KVConfig(d_model=8192, n_heads=64, n_layers=32, seq_len=1_000_000)
+    with pytest.raises(ConfigError, match=r"kv point needs about \d+\.\d+ GiB \(weights .*KV cache .*\) but only"):
+        check_memory(cfg)
+    check_memory(KVConfig())  # the default point fits
+
+
+def test_cli_config_error_is_one_clear_message(tmp_path):
+    proc = run_app("kv.d_model=60", "kv.n_heads=8", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1
+    assert "kv.d_model=60 must be divisible by kv.n_heads=8" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(rows) == 2 and "failed" in rows[1]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("kv.foo=1", "Key 'foo' not in 'KVConfig'"),
+        ("kv.d_model=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+        ("kv.dtype=float16", "Invalid value 'float16', expected one of [float32, float64]"),
+        ("experiment=nope", "Could not find 'experiment/nope'"),
+    ],
+)
+def test_cli_unknown_keys_and_bad_types_get_hydras_error(tmp_path, override, message):
+    proc = run_app(override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

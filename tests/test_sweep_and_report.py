@@ -1,0 +1,130 @@
+"""End to end: a sweep with a bad point, its CSVs, and the report made from them."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from experiments.report import build_report
+from experiments.results import SCHEMA_VERSION
+from tests.conftest import FAST_BENCH, ROOT, run_app
+
+KEY_COLUMNS = [
+    "experiment", "variant", "status", "error", "kv.seq_len", "kv.d_model", "kv.n_heads", "seed",
+    "time_median_s", "time_iqr_s", "tokens_per_s", "kv_projections", "kv_cache_bytes",
+    "max_abs_err_vs_ref", "speedup_vs_recompute", "blas_threads", "numpy", "git_commit",
+]
+
+
+def read(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_sweep_with_a_bad_point_writes_the_good_ones_and_exits_nonzero(small_sweep):
+    sweep, proc = small_sweep
+    assert proc.returncode == 1, proc.stderr
+    assert "1 of 3 point(s) failed" in proc.stderr
+    assert "kv.seq_len=0" in proc.stderr and "kv.seq_len=0 must be >= 1" in proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    for job, n in zip(jobs[:2], (6, 12), strict=True):
+        rows = read(job / "results.csv")
+        assert [r["variant"] for r in rows] == ["recompute", "concat", "prealloc"]
+        assert all(r["status"] == "ok" and r["error"] == "" for r in rows)
+        header = list(rows[0])
+        assert all(c in header for c in KEY_COLUMNS)
+        assert header[:7] == ["schema_version", "experiment", "variant", "run_id", "job_num", "overrides",
+                              "config_hash"]
+        assert header[-2:] == ["status", "error"]
+        for r in rows:
+            assert int(r["kv.seq_len"]) == n and r["seed"] == "0" and r["schema_version"] == str(SCHEMA_VERSION)
+            assert float(r["max_abs_err_vs_ref"]) < 1e-4
+            assert int(r["blas_threads"]) >= 1
+        projections = {r["variant"]: int(r["kv_projections"]) for r in rows}
+        assert projections == {"recompute": n * (n + 1) // 2, "concat": n, "prealloc": n}
+        assert float(rows[0]["speedup_vs_recompute"]) == 1.0
+        samples = read(job / "samples.csv")
+        assert len(samples) == 3 * 5 and {s["variant"] for s in samples} == {"recompute", "concat", "prealloc"}
+    bad = read(jobs[2] / "results.csv")
+    assert len(bad) == 1 and bad[0]["status"] == "failed"
+    assert bad[0]["error"] == "kv.seq_len=0 must be >= 1" and bad[0]["time_median_s"] == ""
+    assert list(bad[0]) == list(read(jobs[0] / "results.csv")[0])  # same columns as the good rows
+    assert not list(sweep.rglob(".*.tmp*")), "no temporary file may be left behind"
+
+
+def test_report_on_the_sweep(small_sweep, tmp_path):
+    sweep, _ = small_sweep
+    out = tmp_path / "report"
+    md = build_report([sweep], out).read_text()
+    for name in ("results.csv", "report.md", "kv_cache_time_vs_seq_len.png",
+                 "kv_cache_projections_vs_seq_len.png", "kv_cache_speedup_vs_seq_len.png"):
+        assert (out / name).stat().st_size > 0, name
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 7 and (df["status"] == "failed").sum() == 1
+    assert "### Failed points" in md and "kv.seq_len=0 must be >= 1" in md
+    assert "### Scaling of total generation time" in md
+    for variant in ("recompute", "concat", "prealloc"):
+        assert f"| {variant} | 2 |" in md  # two seq_len points fitted per strategy
+    assert "![Time vs sequence length](kv_cache_time_vs_seq_len.png)" in md
+    # the report's own results.csv is not read back as input
+    build_report([sweep], sweep / "report")
+    assert len(pd.read_csv(sweep / "report" / "results.csv")) == 7
+
+
+def test_report_cli_default_is_the_newest_sweep(small_sweep, tmp_path):
+    sweep, _ = small_sweep
+    (tmp_path / "outputs" / "sweeps").mkdir(parents=True)
+    (tmp_path / "outputs" / "sweeps" / "s1").symlink_to(sweep, target_is_directory=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py")], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (sweep / "report" / "report.md").exists()
+    empty = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py")], cwd=tmp_path / "outputs",
+                           capture_output=True, text=True)
+    assert empty.returncode == 1 and "no sweep under outputs/sweeps/" in empty.stderr
+
+
+def test_report_skips_unknown_schema_versions(small_sweep, tmp_path):
+    sweep, _ = small_sweep
+    old = tmp_path / "old"
+    old.mkdir()
+    rows = (sweep / "0" / "results.csv").read_text().splitlines()
+    rows[1] = "99" + rows[1][1:]
+    (old / "results.csv").write_text("\n".join(rows[:2]) + "\n")
+    md = build_report([sweep, old], tmp_path / "r").read_text()
+    assert "schema_version [99]" in md
+
+
+def test_single_run_default_dir_and_budget_skip(tmp_path):
+    proc = run_app("kv.seq_len=40", "kv.d_model=16", "kv.n_heads=2", "bench.max_seconds=0.002", *FAST_BENCH,
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (results,) = list((tmp_path / "outputs" / "runs").glob("*/results.csv"))
+    rows = read(results)
+    assert [r["status"] for r in rows] == ["skipped"] * 3
+    assert all(r["error"].startswith("over bench.max_seconds=0.002: ") for r in rows)
+    assert all(r["time_median_s"] == "" for r in rows)
+
+
+def test_sweep_preset_and_command_line_precedence(tmp_path):
+    """sweep=seed_kv sets six lengths; a command-line value for the same key wins."""
+    proc = run_app("sweep=seed_kv", "kv.seq_len=5", "kv.strategies=[prealloc]", f"hydra.sweep.dir={tmp_path}",
+                   *FAST_BENCH)
+    assert proc.returncode == 0, proc.stderr
+    (job,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (row,) = read(job / "results.csv")
+    assert row["kv.seq_len"] == "5" and row["kv.d_model"] == "64" and row["kv.n_heads"] == "4"
+    assert row["speedup_vs_recompute"] == ""  # no recompute in this point
+
+
+@pytest.mark.parametrize("module", ["infer_core", "infer_core.decode", "infer_core.timing"])
+def test_infer_core_stays_plain_numpy(module):
+    code = (f"import sys, {module}; bad = {{'hydra', 'omegaconf', 'pandas', 'matplotlib', 'seaborn'}} "
+            "& {m.split('.')[0] for m in sys.modules}; print(sorted(bad)); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
