@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-from infer_core.attention import DecoderShape, forward, init_decoder  # noqa: E402
-from infer_core.decode import generate, make_cache  # noqa: E402
-from infer_core.environment import blas_info, cpu_model  # noqa: E402
-from infer_core.timing import measure  # noqa: E402
+from infer_core.attention import DecoderShape, forward, init_decoder
+from infer_core.decode import generate, make_cache
+from infer_core.environment import blas_info, cpu_model
+from infer_core.timing import measure
 
 
 def verdict(ok: bool) -> str:
