@@ -59,11 +59,12 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def _lines(ax: plt.Axes, ok: pd.DataFrame, y: str, palette: dict, band: tuple[str, str] | None = None) -> None:
-    style = "setting" if ok["setting"].notna().any() else None
-    sns.lineplot(data=ok, x=SEQ, y=y, hue="variant", style=style, palette=palette, marker="o", ax=ax,
-                 hue_order=list(palette), errorbar=None)
+    by_setting = ok["setting"].notna().any()
+    style = "setting" if by_setting else "variant"  # distinct dashes keep equal curves visible
+    sns.lineplot(data=ok, x=SEQ, y=y, hue="variant", style=style, palette=palette, markers=True, ax=ax,
+                 hue_order=list(palette), errorbar=None, markersize=9)
     if band:
-        keys = ["variant"] + (["setting"] if style else [])
+        keys = ["variant"] + (["setting"] if by_setting else [])
         for key, part in ok.groupby(keys):
             color = palette[key[0] if isinstance(key, tuple) else key]
             ax.fill_between(part[SEQ], part[band[0]], part[band[1]], color=color, alpha=0.25, lw=0)

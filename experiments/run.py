@@ -59,6 +59,11 @@ def finish(outcomes: list[PointOutcome]) -> int:
     failed = [o for o in outcomes if o.status == "failed"]
     if not failed:
         return 0
+    if len(outcomes) == 1:
+        for err in failed[0].errors:
+            print(f"error: {err}", file=sys.stderr)
+        print(f"(rows written to {failed[0].job.output_dir})", file=sys.stderr)
+        return 1
     print(f"{len(failed)} of {len(outcomes)} point(s) failed:", file=sys.stderr)
     for o in failed:
         print(f"  #{o.job.job_num} {o.label} ({o.job.output_dir})", file=sys.stderr)

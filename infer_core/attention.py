@@ -13,12 +13,13 @@ everything cached so far. Both a prefill and a one-token decode step are calls t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 #: Queries processed at once by the causal attention: bounds the score matrix to
 #: ``QUERY_CHUNK x context`` per head, whatever the sequence length.
-QUERY_CHUNK = 256
+QUERY_CHUNK = 512
 
 NORM_EPS = 1e-5
 
@@ -132,6 +133,14 @@ def softmax_(s: np.ndarray) -> np.ndarray:
     return s
 
 
+@lru_cache(maxsize=4)
+def _future_bias(dtype: np.dtype) -> np.ndarray:
+    """(QUERY_CHUNK, QUERY_CHUNK) additive mask: -inf above the diagonal, 0 elsewhere."""
+    bias = np.zeros((QUERY_CHUNK, QUERY_CHUNK), dtype=dtype)
+    bias[np.triu_indices(QUERY_CHUNK, 1)] = -np.inf
+    return bias
+
+
 def causal_attention(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, counts: Counts | None = None
 ) -> np.ndarray:
@@ -140,27 +149,26 @@ def causal_attention(
     ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head);
     ``k``, ``v``: (B, n_kv_heads, L, d_head). Query ``i`` sits at absolute position
     ``offset + i`` and sees keys ``0 .. offset + i``. Returns (B, n_kv_heads, group, Tq, d_head).
+    Queries go in chunks of ``QUERY_CHUNK``, each against the keys up to its last position;
+    only the chunk's own last ``tc`` keys can lie in some query's future, so only they are masked.
     """
     b, hkv, g, tq, dh = q.shape
-    if tq == 1:  # one decode step: the query sees every key, no mask, no chunks
+    if tq == 1:  # a decode step: one query that sees every key, no mask, no chunks
         s = softmax_(q.reshape(b, hkv, g, dh) @ k.swapaxes(-1, -2))  # (B, Hkv, G, L)
         if counts is not None:
             counts.flops += 4 * b * hkv * g * k.shape[2] * dh
         return (s @ v).reshape(b, hkv, g, 1, dh)
-    out = np.empty_like(q)
+    chunks = []
     for c0 in range(0, tq, QUERY_CHUNK):
         c1 = min(tq, c0 + QUERY_CHUNK)
-        tc, kend = c1 - c0, offset + c1  # keys beyond kend are masked for every query here
-        qc = q[:, :, :, c0:c1].reshape(b, hkv, g * tc, dh)
-        s = qc @ k[:, :, :kend].swapaxes(-1, -2)  # (B, Hkv, G*tc, kend)
+        tc, kend = c1 - c0, offset + c1
+        s = q[:, :, :, c0:c1].reshape(b, hkv, g * tc, dh) @ k[:, :, :kend].swapaxes(-1, -2)
         if tc > 1:
-            pos = offset + c0 + np.arange(tc)
-            mask = np.arange(kend)[None, :] > pos[:, None]  # (tc, kend)
-            s.reshape(b, hkv, g, tc, kend)[..., mask] = -np.inf
-        out[:, :, :, c0:c1] = (softmax_(s) @ v[:, :, :kend]).reshape(b, hkv, g, tc, dh)
+            s.reshape(b, hkv, g, tc, kend)[..., kend - tc :] += _future_bias(s.dtype)[:tc, :tc]
+        chunks.append((softmax_(s) @ v[:, :, :kend]).reshape(b, hkv, g, tc, dh))
         if counts is not None:
             counts.flops += 4 * b * hkv * g * tc * kend * dh  # QK^T and PV
-    return out
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=3)
 
 
 def forward(
@@ -180,11 +188,10 @@ def forward(
         h = rms_norm(x).reshape(b * t, d)
         qkv = h @ layer.w_qkv  # (B*T, d + 2 d_kv)
         q = (qkv[:, :d] * scale).reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
-        k = qkv[:, d : d + dkv].reshape(b, t, hkv, dh).transpose(0, 2, 1, 3)
-        v = qkv[:, d + dkv :].reshape(b, t, hkv, dh).transpose(0, 2, 1, 3)
+        kv = qkv[:, d:].reshape(b, t, 2, hkv, dh).transpose(2, 0, 3, 1, 4)  # (2, B, Hkv, T, d_head)
         if cache is not None:
-            k, v = cache.append(i, k, v)
-        o = causal_attention(q, k, v, offset=k.shape[2] - t, counts=counts)
+            kv = cache.append(i, kv)
+        o = causal_attention(q, kv[0], kv[1], offset=kv.shape[3] - t, counts=counts)
         o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
         x = x + (o @ layer.w_o).reshape(b, t, d)
         if counts is not None:

@@ -1,7 +1,8 @@
 """KV caches (grown by concatenation, or preallocated) and the KV-cache memory calculator.
 
-A cache holds, per layer, keys and values laid out (batch, n_kv_heads, tokens, d_head).
-``append(layer, k, v)`` adds the new tokens and returns views of everything cached so far.
+A cache holds, per layer, keys and values stacked as one array laid out
+(2, batch, n_kv_heads, tokens, d_head): index 0 the keys, 1 the values.
+``append(layer, kv)`` adds the new tokens and returns everything cached so far.
 """
 
 from __future__ import annotations
@@ -31,47 +32,41 @@ class ConcatCache:
         self.reset()
 
     def reset(self) -> None:
-        self.k: list[np.ndarray | None] = [None] * self.n_layers
-        self.v: list[np.ndarray | None] = [None] * self.n_layers
+        self.kv: list[np.ndarray | None] = [None] * self.n_layers
 
-    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.k[layer] is None:
-            self.k[layer], self.v[layer] = np.ascontiguousarray(k), np.ascontiguousarray(v)
-        else:
-            self.k[layer] = np.concatenate([self.k[layer], k], axis=2)
-            self.v[layer] = np.concatenate([self.v[layer], v], axis=2)
+    def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
+        old = self.kv[layer]
+        self.kv[layer] = np.ascontiguousarray(kv) if old is None else np.concatenate([old, kv], axis=3)
         if self.counts is not None:
-            self.counts.cache_bytes_copied += self.k[layer].nbytes + self.v[layer].nbytes
-        return self.k[layer], self.v[layer]
+            self.counts.cache_bytes_copied += self.kv[layer].nbytes
+        return self.kv[layer]
 
 
 class PreallocCache:
-    """Cache in buffers allocated once for ``max_len`` tokens: an append writes only the new tokens."""
+    """Cache in one buffer allocated for ``max_len`` tokens: an append writes only the new tokens."""
 
     def __init__(
         self, shape: DecoderShape, batch: int, max_len: int, counts: Counts | None = None
     ) -> None:
-        dims = (shape.n_layers, batch, shape.n_kv_heads, max_len, shape.d_head)
-        self.k = np.empty(dims, dtype=shape.dtype)
-        self.v = np.empty(dims, dtype=shape.dtype)
+        dims = (shape.n_layers, 2, batch, shape.n_kv_heads, max_len, shape.d_head)
+        self.kv = np.empty(dims, dtype=shape.dtype)
         self.max_len = max_len
         self.counts = counts
         self.reset()
 
     def reset(self) -> None:
-        self.length = [0] * self.k.shape[0]
+        self.length = [0] * self.kv.shape[0]
 
-    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
         start = self.length[layer]
-        end = start + k.shape[2]
+        end = start + kv.shape[3]
         if end > self.max_len:
             raise ValueError(f"PreallocCache holds {self.max_len} tokens; appending would make {end}")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
+        self.kv[layer, :, :, :, start:end] = kv
         self.length[layer] = end
         if self.counts is not None:
-            self.counts.cache_bytes_copied += k.nbytes + v.nbytes
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+            self.counts.cache_bytes_copied += kv.nbytes
+        return self.kv[layer, :, :, :, :end]
 
 
 def kv_cache_bytes(

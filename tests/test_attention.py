@@ -103,9 +103,9 @@ def test_prealloc_cache_reuse_and_overflow():
     first = generate(model, x, 2, "prealloc", cache=cache)
     second = generate(model, x, 2, "prealloc", cache=cache)  # reset, not reallocated
     np.testing.assert_array_equal(first, second)
-    assert isinstance(cache, PreallocCache) and cache.k.shape == (2, 1, 2, 6, 8)
+    assert isinstance(cache, PreallocCache) and cache.kv.shape == (2, 2, 1, 2, 6, 8)
     with pytest.raises(ValueError, match="holds 6 tokens"):
-        cache.append(0, np.zeros((1, 2, 1, 8), np.float32), np.zeros((1, 2, 1, 8), np.float32))
+        cache.append(0, np.zeros((2, 1, 2, 1, 8), np.float32))
 
 
 def test_rms_norm_and_shape_validation():

@@ -88,4 +88,4 @@ def test_kv_cache_bytes_matches_the_real_buffers():
 
     shape = DecoderShape(32, 4, 2, 3, "float32")
     cache = make_cache("prealloc", shape, batch=2, max_len=11)
-    assert cache.k.nbytes + cache.v.nbytes == kv_cache_bytes(3, 2, 8, 11, 2, 4)
+    assert cache.kv.nbytes == kv_cache_bytes(3, 2, 8, 11, 2, 4)

@@ -119,6 +119,7 @@ def test_sweep_preset_and_command_line_precedence(tmp_path):
     (job,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (row,) = read(job / "results.csv")
     assert row["kv.seq_len"] == "5" and row["kv.d_model"] == "64" and row["kv.n_heads"] == "4"
+    assert row["bench.threads"] == "1" and row["blas_threads"] == "1"  # the preset pins BLAS to one thread
     assert row["speedup_vs_recompute"] == ""  # no recompute in this point
 
 
