@@ -160,8 +160,9 @@ def run_point(cfg: DictConfig, job: JobInfo) -> PointOutcome:
         {**identity, "variant": r.variant, **flat, **r.metrics, **env, "status": r.status, "error": r.error}
         for r in results
     ]
-    metric_columns = exp.columns if exp else ()
-    columns = [*IDENTITY, *flat, *metric_columns, *ENVIRONMENT, *OUTCOME]
+    declared = list(exp.columns) if exp else []
+    undeclared = [k for r in results for k in r.metrics if k not in declared]  # never drop a metric
+    columns = [*IDENTITY, *flat, *declared, *dict.fromkeys(undeclared), *ENVIRONMENT, *OUTCOME]
     write_csv(job.output_dir / RESULTS, rows, columns)
     samples = [
         {**identity, "variant": r.variant, "sample": i, "inner_loops": r.timing.inner_loops,
