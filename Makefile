@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) experiments/run.py sweep=seed_kv hydra.sweep.dir=outputs/sweeps/seed_kv-$$(date +%Y-%m-%d_%H-%M-%S); \
-	status=$$?; $(PY) experiments/report.py || exit 1; exit $$status
+	dir=outputs/sweeps/demo-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
+	$(PY) experiments/run.py sweep=seed_kv hydra.sweep.dir=$$dir/kv_cache || status=1; \
+	$(PY) experiments/run.py sweep=seed_quant hydra.sweep.dir=$$dir/quantization || status=1; \
+	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from infer_core.memory import available_bytes
 from infer_core.timing import TimeBudgetExceeded, Timing
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,29 @@ class BenchConfig:
         )
 
 
+def check_fits(key: str, parts: dict[str, int], advice: str) -> None:
+    """Raise :class:`ConfigError` before allocating when ``parts`` (bytes by name) would not fit."""
+    need, avail = sum(parts.values()), available_bytes()
+    if need > 0.9 * avail:
+        detail = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in parts.items())
+        raise ConfigError(f"{key} point needs about {need / 2**30:.2f} GiB ({detail}) but only "
+                          f"{avail / 2**30:.2f} GiB is available: {advice}")
+
+
 @dataclass
 class VariantResult:
-    """The outcome of one measured variant: its metrics, status, error and raw timing."""
+    """The outcome of one measured variant.
+
+    ``timings`` holds the raw samples of each timed operation (written to samples.csv);
+    ``sidecars`` holds extra tables by file stem, columns by name (written as ``<stem>.csv``).
+    """
 
     variant: str
     metrics: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"  # ok | failed | skipped
     error: str = ""
-    timing: Timing | None = None
+    timings: dict[str, Timing] = field(default_factory=dict)
+    sidecars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def one_line(exc: BaseException) -> str:

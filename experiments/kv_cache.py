@@ -15,9 +15,9 @@ import numpy as np
 
 from experiments.base import (
     BenchConfig,
-    ConfigError,
     Experiment,
     VariantResult,
+    check_fits,
     require,
     require_positive,
     run_variant,
@@ -32,7 +32,7 @@ from infer_core.decode import (
     reference_outputs,
 )
 from infer_core.kv_cache import Strategy, kv_cache_bytes
-from infer_core.memory import available_bytes, peak_rss_bytes, reset_peak_rss
+from infer_core.memory import peak_rss_bytes, reset_peak_rss
 from infer_core.timing import TimeBudgetExceeded, measure
 
 KEY = "kv"
@@ -130,14 +130,7 @@ def estimate_bytes(cfg: KVConfig) -> dict[str, int]:
 
 def check_memory(cfg: KVConfig) -> None:
     """Fail before allocating when a point would not fit in the memory available."""
-    parts = estimate_bytes(cfg)
-    need, avail = sum(parts.values()), available_bytes()
-    if need > 0.9 * avail:
-        detail = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in parts.items())
-        raise ConfigError(
-            f"{KEY} point needs about {need / 2**30:.2f} GiB ({detail}) but only "
-            f"{avail / 2**30:.2f} GiB is available: lower {KEY}.seq_len, {KEY}.batch or {KEY}.d_model"
-        )
+    check_fits(KEY, estimate_bytes(cfg), f"lower {KEY}.seq_len, {KEY}.batch or {KEY}.d_model")
 
 
 def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
@@ -190,7 +183,7 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             "peak_rss_bytes": peak_rss_bytes(),
             "max_abs_err_vs_ref": err,
         }
-        return VariantResult(strategy.value, metrics, timing=timing)
+        return VariantResult(strategy.value, metrics, timings={"generate": timing})
 
     def budgeted(strategy: Strategy) -> VariantResult:
         try:

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from experiments.plotting import save_figure, theme
 from experiments.tables import markdown_table
 from infer_core.decode import expected_kv_projections
-from infer_core.files import atomic_path
 
 SEQ = "kv.seq_len"
 #: Metric columns shown in the report's table.
@@ -50,14 +50,6 @@ def _palette(variants) -> dict[str, tuple]:
     return dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-    return path
-
-
 def _lines(ax: plt.Axes, ok: pd.DataFrame, y: str, palette: dict, band: tuple[str, str] | None = None) -> None:
     by_setting = ok["setting"].notna().any()
     style = "setting" if by_setting else "variant"  # distinct dashes keep equal curves visible
@@ -75,7 +67,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     ok = _ok(df)
     if ok.empty:
         return []
-    sns.set_theme(context="talk", style="whitegrid")
+    theme()
     palette = _palette(ok["variant"])
     made = []
 
@@ -83,7 +75,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     _lines(ax, ok, "time_median_s", palette, band=("time_q1_s", "time_q3_s"))
     ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
            ylabel="total generation time [s]", title="Generation time: median, band = IQR")
-    made.append(("Time vs sequence length", _save(fig, out / "kv_cache_time_vs_seq_len.png")))
+    made.append(("Time vs sequence length", save_figure(fig, out / "kv_cache_time_vs_seq_len.png")))
 
     fig, ax = plt.subplots(figsize=(10, 6.5))
     _lines(ax, ok, "kv_projections", palette)
@@ -96,7 +88,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
                         ha="right", va="bottom")
     ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
            ylabel="K/V token projections per layer", title="K/V projections: counted (markers), formula (dotted)")
-    made.append(("K/V projections vs sequence length", _save(fig, out / "kv_cache_projections_vs_seq_len.png")))
+    made.append(("K/V projections vs sequence length", save_figure(fig, out / "kv_cache_projections_vs_seq_len.png")))
 
     cached = ok[ok["variant"] != "recompute"].dropna(subset=["speedup_vs_recompute"])
     if not cached.empty:
@@ -105,7 +97,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         ax.axhline(1.0, color="0.4", ls="--", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
                ylabel="speedup vs recompute (median time ratio)", title="What the KV cache buys")
-        made.append(("Speedup vs sequence length", _save(fig, out / "kv_cache_speedup_vs_seq_len.png")))
+        made.append(("Speedup vs sequence length", save_figure(fig, out / "kv_cache_speedup_vs_seq_len.png")))
     return made
 
 

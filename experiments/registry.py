@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from experiments import kv_cache
+from experiments import kv_cache, quantization
 from experiments.base import BenchConfig, ConfigError, Experiment
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (kv_cache.EXPERIMENT,)}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT)}
 
 
 def get(name: object) -> Experiment:

@@ -10,9 +10,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from infer_core.files import write_text_atomic
 
 SCHEMA_VERSION = 1
+SIDECAR_IDENTITY = ("experiment", "variant", "run_id", "job_num", "config_hash")
 RESULTS = "results.csv"
 SAMPLES = "samples.csv"
 
@@ -38,6 +41,7 @@ SAMPLE_COLUMNS = (
     "run_id",
     "job_num",
     "config_hash",
+    "measure",
     "sample",
     "inner_loops",
     "time_s",
@@ -64,6 +68,8 @@ def _plain(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -85,6 +91,17 @@ def to_csv(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
 def write_csv(path: Path, rows: list[Mapping[str, Any]], columns: Iterable[str]) -> Path:
     """Write rows to ``path`` atomically (temp file + rename)."""
     return write_text_atomic(path, to_csv(rows, columns))
+
+
+def write_sidecar(path: Path, identity: Mapping[str, Any], tables: list[tuple[str, Mapping[str, Any]]]) -> Path:
+    """Write columnar tables (one per variant) as one CSV, each row led by the point's identity."""
+    columns = [*SIDECAR_IDENTITY, *dict.fromkeys(c for _, table in tables for c in table)]
+    rows = []
+    for variant, table in tables:
+        length = len(next(iter(table.values()))) if table else 0
+        head = {**{k: identity.get(k) for k in SIDECAR_IDENTITY}, "variant": variant}
+        rows += [{**head, **{c: table[c][i] for c in table}} for i in range(length)]
+    return write_csv(path, rows, columns)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -31,6 +31,7 @@ from experiments.results import (
     SCHEMA_VERSION,
     flatten,
     write_csv,
+    write_sidecar,
 )
 from infer_core import environment
 
@@ -165,12 +166,16 @@ def run_point(cfg: DictConfig, job: JobInfo) -> PointOutcome:
     columns = [*IDENTITY, *flat, *declared, *dict.fromkeys(undeclared), *ENVIRONMENT, *OUTCOME]
     write_csv(job.output_dir / RESULTS, rows, columns)
     samples = [
-        {**identity, "variant": r.variant, "sample": i, "inner_loops": r.timing.inner_loops,
-         "time_s": t, "cpu_time_s": c}
-        for r in results if r.timing is not None
-        for i, (t, c) in enumerate(zip(r.timing.per_call_s, r.timing.cpu_per_call_s, strict=True))
+        {**identity, "variant": r.variant, "measure": name, "sample": i, "inner_loops": t.inner_loops,
+         "time_s": wall, "cpu_time_s": cpu}
+        for r in results
+        for name, t in r.timings.items()
+        for i, (wall, cpu) in enumerate(zip(t.per_call_s, t.cpu_per_call_s, strict=True))
     ]
     write_csv(job.output_dir / SAMPLES, samples, SAMPLE_COLUMNS)
+    for stem in dict.fromkeys(stem for r in results for stem in r.sidecars):
+        write_sidecar(job.output_dir / f"{stem}.csv", identity, [(r.variant, r.sidecars[stem])
+                                                               for r in results if stem in r.sidecars])
 
     errors = [f"{r.variant}: {r.error}" if r.variant else r.error for r in results if r.status == "failed"]
     status = "failed" if errors else "ok"

@@ -1,0 +1,24 @@
+"""What every report module shares for figures: the theme and atomic saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from infer_core.files import atomic_path
+
+
+def theme() -> None:
+    """Large, clean figures that read well on a slide."""
+    sns.set_theme(context="talk", style="whitegrid")
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write atomically at 150 dpi, close; returns ``path``."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150)
+    plt.close(fig)
+    return path

@@ -1,0 +1,97 @@
+"""GGUF block formats behind two functions with the ``gguf`` package's layout and shapes.
+
+``quantize_gguf(x, "q4_0")`` quantizes along the last axis and returns uint8 of shape
+``(*rows, n / block * type_size)``; ``dequantize_gguf(data, "q4_0")`` returns float32 of
+shape ``(*rows, n)``. Names are case-insensitive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from infer_core.quant import gguf_kquants as kq
+from infer_core.quant import gguf_legacy as lg
+from infer_core.quant.common import CHUNK_ELEMENTS, as_rows, check_finite
+
+Encode = Callable[[np.ndarray, np.ndarray], None]  # (float32 blocks, out bytes) -> None
+Decode = Callable[[np.ndarray], np.ndarray]  # bytes (n, type_size) -> float32 (n, block)
+
+
+@dataclass(frozen=True)
+class GGUFFormat:
+    """One block format: values per block, bytes per block, and its block codecs."""
+
+    name: str
+    block: int
+    type_size: int
+    quantize_blocks: Encode
+    dequantize_blocks: Decode
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.type_size / self.block
+
+
+GGUF_FORMATS: dict[str, GGUFFormat] = {
+    f.name: f
+    for f in (
+        GGUFFormat("q8_0", 32, 34, lg.quantize_q8_0, lg.dequantize_q8_0),
+        GGUFFormat("q4_0", 32, 18, lg.quantize_q4_0, lg.dequantize_q4_0),
+        GGUFFormat("q4_1", 32, 20, lg.quantize_q4_1, lg.dequantize_q4_1),
+        GGUFFormat("q5_0", 32, 22, lg.quantize_q5_0, lg.dequantize_q5_0),
+        GGUFFormat("q5_1", 32, 24, lg.quantize_q5_1, lg.dequantize_q5_1),
+        GGUFFormat("q4_k", 256, 144, kq.quantize_q4_k, kq.dequantize_q4_k),
+        GGUFFormat("q6_k", 256, 210, kq.quantize_q6_k, kq.dequantize_q6_k),
+    )
+}
+
+
+def gguf_format(fmt: str) -> GGUFFormat:
+    """The format called ``fmt`` (case-insensitive); ``ValueError`` listing the known ones."""
+    try:
+        return GGUF_FORMATS[str(fmt).lower()]
+    except KeyError:
+        raise ValueError(f"unknown GGUF format {fmt!r}: choose one of {', '.join(GGUF_FORMATS)}") from None
+
+
+def _blockwise(n_blocks: int, block: int, work: Callable[[slice], None]) -> None:
+    """Call ``work`` on consecutive slices of blocks holding about ``CHUNK_ELEMENTS`` values."""
+    step = max(1, CHUNK_ELEMENTS // block)
+    for start in range(0, n_blocks, step):
+        work(slice(start, min(n_blocks, start + step)))
+
+
+def quantize_gguf(x: np.ndarray, fmt: str) -> np.ndarray:
+    """Quantize ``x`` along its last axis to GGUF format ``fmt``; returns the bytes (uint8)."""
+    f = gguf_format(fmt)
+    x = as_rows(x, f.block, f"quantize_gguf({f.name})", check=False)
+    blocks = x.reshape(-1, f.block)
+    out = np.empty((blocks.shape[0], f.type_size), dtype=np.uint8)
+
+    def work(sl: slice) -> None:
+        if not np.isfinite(blocks[sl]).all():  # checked while the chunk is in cache
+            check_finite(x)  # names the first bad row
+        f.quantize_blocks(blocks[sl], out[sl])
+
+    _blockwise(len(blocks), f.block, work)
+    return out.reshape(*x.shape[:-1], x.shape[-1] // f.block * f.type_size)
+
+
+def dequantize_gguf(data: np.ndarray, fmt: str) -> np.ndarray:
+    """Decode GGUF bytes of format ``fmt`` (last axis) to float32 values."""
+    f = gguf_format(fmt)
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim == 0 or data.shape[-1] % f.type_size:
+        raise ValueError(f"dequantize_gguf({f.name}): need uint8 with a last axis that is a multiple of "
+                         f"{f.type_size}, got {data.dtype} {data.shape}")
+    blocks = data.reshape(-1, f.type_size)
+    out = np.empty((blocks.shape[0], f.block), dtype=np.float32)
+
+    def work(sl: slice) -> None:
+        out[sl] = f.dequantize_blocks(blocks[sl])
+
+    _blockwise(len(blocks), f.block, work)
+    return out.reshape(*data.shape[:-1], data.shape[-1] // f.type_size * f.block)

@@ -1,0 +1,140 @@
+"""GGUF K-quants Q4_K and Q6_K: 256-value super-blocks (GUIDE §7), our own quantizer.
+
+The byte layouts are llama.cpp's (``block_q4_K``: fp16 d, fp16 dmin, 12 bytes of packed 6-bit
+scales and mins, 128 bytes of nibbles; ``block_q6_K``: 128 bytes low nibbles, 64 bytes high
+2-bit pairs, 16 int8 scales, fp16 d), so ``gguf.quants.dequantize`` reads what we write.
+The quantizer fits every sub-block by a small grid search over the scale with a least-squares
+refit (as llama.cpp's ``make_qkx2_quants`` / ``make_qx_quants`` do, unweighted here), then
+quantizes the sub-block scales to 6 or 8 bits and recomputes the codes with the stored scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from infer_core.quant.common import fp16_bytes, fp16_from_bytes, round_half_away
+
+QK_K = 256
+
+
+def _nearest(v: np.ndarray) -> np.ndarray:
+    return round_half_away(np.array(v, dtype=np.float32))
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(np.broadcast(a, b).shape, dtype=np.float32)
+    np.divide(a, b, out=out, where=b != 0)
+    return out
+
+
+def _fit_affine(x: np.ndarray, nmax: int, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``x`` (..., n): scale a >= 0 and min m >= 0 with x ~ a*L - m, L in [0, nmax].
+
+    Tries ``iscale = (nmax + k/10 - 1) / (max - min)`` for k in 0..steps and refits (a, m) by
+    least squares on each candidate's codes, keeping the one with the smallest squared error.
+    """
+    lo = np.minimum(x.min(axis=-1, keepdims=True), 0)
+    span = x.max(axis=-1, keepdims=True) - lo
+    best_a = _safe_div(span, np.float32(nmax))
+    best_m = -lo
+    best_err = np.full(lo.shape, np.inf, dtype=np.float32)
+    n = np.float32(x.shape[-1])
+    sx = x.sum(axis=-1, keepdims=True)
+    for k in range(steps + 1):
+        iscale = _safe_div(np.float32(nmax - 1 + 0.1 * k), span)
+        codes = np.clip(_nearest((x - lo) * iscale), 0, nmax)
+        sl, sll = codes.sum(axis=-1, keepdims=True), (codes * codes).sum(axis=-1, keepdims=True)
+        slx = (codes * x).sum(axis=-1, keepdims=True)
+        det = n * sll - sl * sl
+        a = _safe_div(n * slx - sl * sx, det)
+        b = _safe_div(sx - a * sl, n)
+        clamp = b > 0  # the stored min is subtracted, so the offset may not be positive
+        a = np.where(clamp, _safe_div(slx, sll), a)
+        b = np.where(clamp, 0, b)
+        err = ((a * codes + b - x) ** 2).sum(axis=-1, keepdims=True)
+        better = (err < best_err) & (a > 0)
+        best_a, best_m, best_err = np.where(better, a, best_a), np.where(better, -b, best_m), np.where(
+            better, err, best_err)
+    return best_a[..., 0], best_m[..., 0]
+
+
+def _fit_symmetric(x: np.ndarray, nmax: int) -> np.ndarray:
+    """Per row: scale s with x ~ s*L, L in [-nmax, nmax-1], by a search around -nmax/max."""
+    mx, mn = x.max(axis=-1, keepdims=True), x.min(axis=-1, keepdims=True)
+    peak = np.where(-mn > mx, mn, mx)
+    best_s = _safe_div(peak, np.float32(-nmax))
+    best_err = ((x - np.clip(_nearest(x * _safe_div(np.float32(1), best_s)), -nmax, nmax - 1) * best_s) ** 2
+                ).sum(axis=-1, keepdims=True)
+    for k in range(-9, 10):
+        iscale = _safe_div(np.float32(-(nmax + 0.1 * k)), peak)
+        codes = np.clip(_nearest(x * iscale), -nmax, nmax - 1)
+        s = _safe_div((codes * x).sum(axis=-1, keepdims=True), (codes * codes).sum(axis=-1, keepdims=True))
+        err = ((x - s * codes) ** 2).sum(axis=-1, keepdims=True)
+        better = err < best_err
+        best_s, best_err = np.where(better, s, best_s), np.where(better, err, best_err)
+    return best_s[..., 0]
+
+
+def quantize_q4_k(b: np.ndarray, out: np.ndarray) -> None:
+    """(n, 256) float32 -> (n, 144) bytes of ``block_q4_K``, written into ``out``."""
+    n = b.shape[0]
+    x = b.reshape(n, 8, 32)
+    scale, mins = _fit_affine(x, 15)
+    d = scale.max(axis=1) / np.float32(63)
+    dmin = mins.max(axis=1) / np.float32(63)
+    d16, dmin16 = d.astype(np.float16).astype(np.float32), dmin.astype(np.float16).astype(np.float32)
+    sc = np.clip(_nearest(_safe_div(scale, d16[:, None])), 0, 63).astype(np.uint8)
+    mn = np.clip(_nearest(_safe_div(mins, dmin16[:, None])), 0, 63).astype(np.uint8)
+    eff_d = (d16[:, None] * sc.astype(np.float32))[..., None]
+    eff_m = (dmin16[:, None] * mn.astype(np.float32))[..., None]
+    q = np.clip(_nearest(_safe_div(x + eff_m, eff_d)), 0, 15).astype(np.uint8)  # (n, 8, 32)
+    scales = np.concatenate([
+        sc[:, :4] | ((sc[:, 4:] >> 4) << 6),
+        mn[:, :4] | ((mn[:, 4:] >> 4) << 6),
+        (sc[:, 4:] & 0x0F) | ((mn[:, 4:] & 0x0F) << 4),
+    ], axis=1)
+    qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(n, 128)  # chunk i: sub-block 2i low, 2i+1 high
+    out[:] = np.concatenate([fp16_bytes(d16), fp16_bytes(dmin16), scales, qs], axis=1)
+
+
+def dequantize_q4_k(data: np.ndarray) -> np.ndarray:
+    """(n, 144) bytes -> (n, 256) float32, as ``gguf.quants.Q4_K`` decodes them."""
+    n = data.shape[0]
+    d, dmin = fp16_from_bytes(data[:, :2]), fp16_from_bytes(data[:, 2:4])
+    s = data[:, 4:16]
+    sc = np.concatenate([s[:, :4] & 0x3F, (s[:, 8:] & 0x0F) | ((s[:, :4] >> 2) & 0x30)], axis=1)
+    mn = np.concatenate([s[:, 4:8] & 0x3F, (s[:, 8:] >> 4) | ((s[:, 4:8] >> 2) & 0x30)], axis=1)
+    qs = data[:, 16:].reshape(n, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)
+    q = (qs & 0x0F).reshape(n, 8, 32).astype(np.float32)
+    scale = (d * sc.astype(np.float32))[..., None]
+    offset = (dmin * mn.astype(np.float32))[..., None]
+    return (scale * q - offset).reshape(n, QK_K)
+
+
+def quantize_q6_k(b: np.ndarray, out: np.ndarray) -> None:
+    """(n, 256) float32 -> (n, 210) bytes of ``block_q6_K``, written into ``out``."""
+    n = b.shape[0]
+    x = b.reshape(n, 16, 16)
+    scale = _fit_symmetric(x, 32)
+    big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
+    iscale = _safe_div(np.float32(-128), big)
+    sc = np.clip(_nearest(iscale[:, None] * scale), -128, 127).astype(np.int8)
+    d16 = _safe_div(np.float32(1), iscale).astype(np.float16).astype(np.float32)
+    eff = (d16[:, None] * sc.astype(np.float32))[..., None]
+    q = (np.clip(_nearest(_safe_div(x, eff)), -32, 31) + 32).astype(np.uint8).reshape(n, 2, 2, 64)
+    ql = ((q[:, :, 0] & 0x0F) | ((q[:, :, 1] & 0x0F) << 4)).reshape(n, 128)
+    hi = ((q.reshape(n, 2, 4, 32) >> 4) & 0x03) << np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    qh = np.bitwise_or.reduce(hi, axis=2).reshape(n, 64)
+    out[:] = np.concatenate([ql, qh, sc.view(np.uint8), fp16_bytes(d16)], axis=1)
+
+
+def dequantize_q6_k(data: np.ndarray) -> np.ndarray:
+    """(n, 210) bytes -> (n, 256) float32, as ``gguf.quants.Q6_K`` decodes them."""
+    n = data.shape[0]
+    ql, qh = data[:, :128], data[:, 128:192]
+    scales = data[:, 192:208].view(np.int8).astype(np.float32)
+    d = fp16_from_bytes(data[:, 208:210])
+    lo = (ql.reshape(n, 2, 1, 64) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)) & 0x0F
+    hi = (qh.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & 0x03
+    q = (lo.reshape(n, 8, 32) | (hi.reshape(n, 8, 32) << 4)).astype(np.int8) - np.int8(32)
+    return ((d * scales).reshape(n, 16, 1) * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
