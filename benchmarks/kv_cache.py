@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from infer_core.attention import DecoderShape, forward, init_decoder
 from infer_core.decode import generate, make_cache
 from infer_core.environment import blas_info, cpu_model
+from infer_core.machine import copy_bandwidth_gbps
 from infer_core.timing import measure
 
 
@@ -40,14 +41,6 @@ def time_generate(d: int, heads: int, n: int, strategy: str, repeats: int = 5) -
     x = rng.standard_normal((1, n, d), dtype=np.float32)
     cache = make_cache(strategy, shape, 1, n)
     return measure(lambda: generate(model, x, 0, strategy, cache=cache), repeats=repeats).median
-
-
-def copy_bandwidth(n_bytes: int) -> float:
-    """Best-of-10 STREAM copy bandwidth in GB/s (read + write counted, float64 arrays)."""
-    a = np.random.default_rng(0).standard_normal(n_bytes // 8)
-    b = np.empty_like(a)
-    t = measure(lambda: np.copyto(b, a), repeats=10, min_sample_s=0.0)
-    return 2 * a.nbytes / (np.min(t.per_call_s) * 1e9)
 
 
 def decode_step(d: int, heads: int, context: int) -> tuple[float, int]:
@@ -99,7 +92,7 @@ def main() -> int:
                   f"-> concat/prealloc {con / pre:.2f} (target >= 1: {verdict(pre <= con)})")
 
         step, n_bytes = decode_step(4096, 32, ctx)
-        bandwidth = copy_bandwidth(512 * 2**20)  # 512 MiB per array: far beyond any last-level cache
+        bandwidth = copy_bandwidth_gbps()
         achieved = n_bytes / step / 1e9
         share = achieved / bandwidth
         print(f"3. decode step, d_model 4096, 32 heads, context {ctx}: {step * 1e3:.1f} ms per token, "

@@ -97,3 +97,26 @@ def test_cli_unknown_keys_and_bad_types_get_hydras_error(tmp_path, override, mes
     assert proc.returncode == 1
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["quant.bits=1"], "quant.bits=1 must be between 2 and 8"),
+        (["quant.granularity=per_group", "quant.group_size=100"], "quant.group_size=100 must divide quant.cols=512"),
+        (["quant.format=nf4", "quant.cols=100"], "quant.cols=100 must be a multiple of 64 for quant.format=nf4"),
+        (["quant.sample_pairs=20000"], "quant.sample_pairs=20000 must be <= 10000"),
+        (["quant.rows=0"], "quant.rows=0 must be >= 1"),
+    ],
+)
+def test_quantization_errors_name_key_and_value(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        validate(composed("experiment=quantization", *overrides))
+    assert message in str(info.value)
+
+
+def test_quantization_method_presets_set_their_keys():
+    point = validate(composed("experiment=quantization", "qmethod=int4_g32"))
+    assert point.knobs.spec.label == "int4 symmetric per_group g32"
+    point = validate(composed("experiment=quantization", "qmethod=q4_k", "quant.cols=1024"))
+    assert point.knobs.spec.label == "q4_k" and point.knobs.cols == 1024

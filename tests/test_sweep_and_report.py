@@ -129,3 +129,52 @@ def test_infer_core_stays_plain_numpy(module):
             "& {m.split('.')[0] for m in sys.modules}; print(sorted(bad)); sys.exit(bool(bad))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+QUANT_SMALL = ["experiment=quantization", "quant.rows=64", "quant.cols=256", "quant.group_size=32",
+               "quant.sample_pairs=500"]
+QUANT_PNGS = ("quant_weight_histogram.png", "quant_scatter.png", "quant_channel_error.png", "quant_storage.png",
+              "quant_sqnr_vs_bits.png")
+
+
+def test_quantization_sweep_granularity_by_bits_and_its_report(tmp_path):
+    sweep = tmp_path / "q"
+    proc = run_app("-m", *QUANT_SMALL, "quant.granularity=per_tensor,per_channel,per_group", "quant.bits=8,4",
+                   f"hydra.sweep.dir={sweep}", *FAST_BENCH)
+    assert proc.returncode == 0, proc.stderr
+    rows = [r for job in sorted(sweep.glob("[0-9]*")) for r in read(job / "results.csv")]
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    for col in ("bits_per_weight", "bytes", "compression_vs_fp32", "mae", "max_abs_err", "mse", "rel_l2", "sqnr_db",
+                "cosine", "time_median_s", "dequantize_time_median_s", "quantize_gb_per_s"):
+        assert all(r[col] != "" for r in rows), col
+    by = {(r["quant.granularity"], r["quant.bits"]): r for r in rows}
+    assert int(by[("per_group", "4")]["bytes"]) == 64 * 256 // 2 + 64 * 8 * 2
+    assert float(by[("per_channel", "8")]["sqnr_db"]) > float(by[("per_tensor", "8")]["sqnr_db"])
+    assert float(by[("per_group", "4")]["sqnr_db"]) > float(by[("per_tensor", "4")]["sqnr_db"])
+    job0 = sorted(sweep.glob("[0-9]*"))[0]
+    assert len(read(job0 / "channel_errors.csv")) == 64 and len(read(job0 / "pairs.csv")) == 500
+    assert {s["measure"] for s in read(job0 / "samples.csv")} == {"quantize", "dequantize"}
+    md = build_report([sweep], tmp_path / "r").read_text()
+    for png in QUANT_PNGS:
+        assert (tmp_path / "r" / png).stat().st_size > 0 and f"({png})" in md
+
+
+def test_quantization_methods_preset_and_mixed_report(tmp_path, small_sweep):
+    """Named methods (qmethod=...) sweep as one axis; one report covers two experiments."""
+    sweep = tmp_path / "m"
+    proc = run_app("-m", *QUANT_SMALL, "qmethod=q4_0,q4_k,nf4,int8_per_channel", f"hydra.sweep.dir={sweep}",
+                   *FAST_BENCH)
+    assert proc.returncode == 0, proc.stderr
+    variants = sorted(r["variant"] for job in sweep.glob("[0-9]*") for r in read(job / "results.csv"))
+    assert variants == ["int8 symmetric per_channel", "nf4", "q4_0", "q4_k"]
+    md = build_report([sweep, small_sweep[0]], tmp_path / "r").read_text()
+    assert "## Experiment `kv_cache`" in md and "## Experiment `quantization`" in md
+
+
+def test_quantization_config_errors(tmp_path):
+    proc = run_app("-m", *QUANT_SMALL, "quant.format=q4_k,q8_0", "quant.cols=96", f"hydra.sweep.dir={tmp_path}",
+                   *FAST_BENCH)
+    assert proc.returncode == 1
+    assert "quant.cols=96 must be a multiple of 256 for quant.format=q4_k" in proc.stderr
+    (ok,) = [r for job in tmp_path.glob("[0-9]*") for r in read(job / "results.csv") if r["status"] == "ok"]
+    assert ok["variant"] == "q8_0"

@@ -1,13 +1,8 @@
-"""Helpers every quantizer shares: input checks, rounding, row chunking, fp16 scales."""
+"""Helpers every quantizer shares: input checks, exact rounding, row statistics, fp16 fields."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-
-#: Rows handled at once: keeps the temporaries of a pass within the L2 cache.
-CHUNK_ELEMENTS = 1 << 16
 
 
 def as_rows(x: np.ndarray, multiple: int, name: str, check: bool = True) -> np.ndarray:
@@ -69,13 +64,6 @@ def row_max_min(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return b.max(axis=1), b.min(axis=1)
     t = np.ascontiguousarray(b.T)
     return t.max(axis=0), t.min(axis=0)
-
-
-def row_chunks(n_rows: int, row_len: int) -> Iterator[slice]:
-    """Slices of rows holding about ``CHUNK_ELEMENTS`` values each."""
-    step = max(1, CHUNK_ELEMENTS // max(row_len, 1))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(n_rows, start + step))
 
 
 def fp16_bytes(values: np.ndarray) -> np.ndarray:

@@ -14,7 +14,10 @@ import numpy as np
 
 from infer_core.quant import gguf_kquants as kq
 from infer_core.quant import gguf_legacy as lg
-from infer_core.quant.common import CHUNK_ELEMENTS, as_rows, check_finite
+from infer_core.quant.common import as_rows, check_finite
+
+#: Values handled at once (512 KiB of float32): the chunk's temporaries stay in cache between passes.
+CHUNK_ELEMENTS = 1 << 17
 
 Encode = Callable[[np.ndarray, np.ndarray], None]  # (float32 blocks, out bytes) -> None
 Decode = Callable[[np.ndarray], np.ndarray]  # bytes (n, type_size) -> float32 (n, block)
