@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/kv_cache.py
+	$(PY) benchmarks/quant.py
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/sweeps
