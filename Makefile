@@ -16,6 +16,7 @@ demo: $(STAMP)
 	dir=outputs/sweeps/demo-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
 	$(PY) experiments/run.py sweep=seed_kv hydra.sweep.dir=$$dir/kv_cache || status=1; \
 	$(PY) experiments/run.py sweep=seed_quant hydra.sweep.dir=$$dir/quantization || status=1; \
+	$(PY) experiments/run.py sweep=seed_matmul hydra.sweep.dir=$$dir/matmul || status=1; \
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 test: $(STAMP)
@@ -25,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/kv_cache.py
 	$(PY) benchmarks/quant.py
+	$(PY) benchmarks/harness_fidelity.py
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/sweeps

@@ -11,6 +11,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from infer_core.memory import available_bytes
@@ -36,6 +37,13 @@ def require_positive(prefix: str, obj: object, *names: str, minimum: int = 1) ->
         require(value >= minimum, f"{prefix}.{name}={value} must be >= {minimum}")
 
 
+class DType(Enum):
+    """Floating-point dtype of an experiment's arrays."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
 @dataclass
 class BenchConfig:
     """Shared measurement knobs (GUIDE §4), under ``bench.*``."""
@@ -45,6 +53,7 @@ class BenchConfig:
     min_sample_s: float = 0.005  # calls are repeated inside a sample until it lasts this long
     max_seconds: float = 120.0  # budget per variant; past it the variant is written as skipped
     threads: int | None = None  # BLAS threads (threadpoolctl); null leaves the library's default
+    machine_file: str = "outputs/machine.json"  # cached machine reference (peaks, bandwidth)
 
     def __post_init__(self) -> None:
         require(self.warmup >= 1, f"bench.warmup={self.warmup} must be >= 1")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
 from experiments.base import (
     BenchConfig,
+    DType,
     Experiment,
     VariantResult,
     check_fits,
@@ -24,6 +24,7 @@ from experiments.base import (
 )
 from infer_core.attention import QUERY_CHUNK, Counts, DecoderShape, init_decoder
 from infer_core.decode import (
+    expected_bytes_read,
     expected_cache_bytes_copied,
     expected_flops,
     expected_kv_projections,
@@ -36,11 +37,6 @@ from infer_core.memory import peak_rss_bytes, reset_peak_rss
 from infer_core.timing import TimeBudgetExceeded, measure
 
 KEY = "kv"
-
-
-class DType(Enum):
-    float32 = "float32"
-    float64 = "float64"
 
 
 @dataclass
@@ -105,6 +101,7 @@ COLUMNS = (
     "kv_projections",
     "flops",
     "gflops",
+    "bytes_moved",
     "cache_bytes_copied",
     "kv_cache_bytes",
     "peak_rss_bytes",
@@ -151,11 +148,13 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             "kv_projections": expected_kv_projections(strategy, p, n),
             "flops": expected_flops(strategy, shape, b, p, n),
             "cache_bytes_copied": expected_cache_bytes_copied(strategy, shape, b, p, n),
+            "bytes_read": expected_bytes_read(strategy, shape, b, p, n),
         }
         counted = {
             "kv_projections": counts.kv_projections[0],
             "flops": counts.flops,
             "cache_bytes_copied": counts.cache_bytes_copied,
+            "bytes_read": counts.bytes_read,
         }
         layers_agree = len(set(counts.kv_projections)) == 1
         if counted != expected or not layers_agree:
@@ -175,7 +174,8 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             **timing.stats(),
             "tokens_per_s": b * n / median,
             "time_per_token_s": median / n,
-            **counted,
+            **{k: v for k, v in counted.items() if k != "bytes_read"},
+            "bytes_moved": counts.bytes_read + counts.cache_bytes_copied,
             "gflops": counts.flops / median / 1e9,
             "kv_cache_bytes": kv_cache_bytes(
                 shape.n_layers, shape.n_kv_heads, shape.d_head, p + n, b, shape.itemsize

@@ -27,6 +27,9 @@ from infer_core.quant import (
 from infer_core.timing import TimeBudgetExceeded, measure
 
 KEY = "quant"
+#: Nominal arithmetic of a quantize kernel per weight (max, min, scale, round): places it on the
+#: roofline, where its intensity (4 FLOPs per 4 B read + < 1 B written) marks it bandwidth-bound.
+OPS_PER_WEIGHT = 4
 Format = Enum("Format", {name: name for name in FORMATS})
 Distribution = Enum("Distribution", {name: name for name in DISTRIBUTIONS})
 
@@ -97,6 +100,9 @@ COLUMNS = (
     "inner_loops",
     "unstable",
     "quantize_gb_per_s",
+    "flops",
+    "gflops",
+    "bytes_moved",
     "dequantize_time_median_s",
     "dequantize_time_iqr_s",
     "dequantize_gb_per_s",
@@ -153,6 +159,9 @@ def run(cfg: QuantConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             "compression_vs_fp32": fp32 / qt.nbytes,
             **{k: v for k, v in t_q.stats().items() if k in COLUMNS},
             "quantize_gb_per_s": fp32 / t_q.median / 1e9,
+            "flops": OPS_PER_WEIGHT * w.size,
+            "gflops": OPS_PER_WEIGHT * w.size / t_q.median / 1e9,
+            "bytes_moved": fp32 + qt.nbytes,
             "dequantize_time_median_s": t_d.median,
             "dequantize_time_iqr_s": t_d.iqr,
             "dequantize_gb_per_s": fp32 / t_d.median / 1e9,

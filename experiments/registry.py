@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from experiments import kv_cache, quantization
+from experiments import kv_cache, machine, matmul, quantization
 from experiments.base import BenchConfig, ConfigError, Experiment
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT, matmul.EXPERIMENT, machine.EXPERIMENT)
+}
 
 
 def get(name: object) -> Experiment:

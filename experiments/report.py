@@ -24,10 +24,11 @@ import matplotlib
 matplotlib.use("Agg")
 import pandas as pd
 
-from experiments import registry
+from experiments import registry, roofline_report
 from experiments.results import ENVIRONMENT, IDENTITY, RESULTS, SCHEMA_VERSION
 from experiments.tables import fmt, markdown_table
 from infer_core.files import write_text_atomic
+from infer_core.machine import DEFAULT_CACHE
 
 SWEEPS = Path("outputs/sweeps")
 
@@ -111,13 +112,14 @@ def experiment_section(name: str, df: pd.DataFrame, out: Path) -> str:
     """Table of the varying columns, failed and skipped points, then the experiment's own part."""
     exp = registry.get(name)
     module = importlib.import_module(exp.report)
+    df = df.dropna(axis=1, how="all")  # other experiments' columns
     config = config_columns(df)
     vary = varying(df, config)
     shown = [c for c in ["variant", *vary, *module.HEADLINE, "status"] if c in df]
     lines = [f"## Experiment `{name}`", "", f"{len(df)} row(s) from {df['source'].nunique()} job(s).", ""]
     constant = [c for c in config if c not in vary and c in df]
     if constant:
-        fixed = ", ".join(f"`{c}={fmt(df[c].iloc[0])}`" for c in constant)
+        fixed = ", ".join(f"`{c}={fmt(df[c].iloc[0]) or 'null'}`" for c in constant)
         lines += [f"Fixed for every row: {fixed}.", ""]
     sort = [c for c in [*vary, "variant"] if c in df]
     lines += ["### Results", "", markdown_table(df.sort_values(sort)[shown] if sort else df[shown]), ""]
@@ -132,7 +134,7 @@ def experiment_section(name: str, df: pd.DataFrame, out: Path) -> str:
     return "\n".join(lines)
 
 
-def build_report(folders: list[Path], out: Path) -> Path:
+def build_report(folders: list[Path], out: Path, machine_file: Path = DEFAULT_CACHE) -> Path:
     """Write ``results.csv``, the plots and ``report.md`` into ``out``; return the report's path."""
     df, skipped = load(find_results(folders))
     out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,7 @@ def build_report(folders: list[Path], out: Path) -> Path:
     parts.append(environment_section(df))
     for name, part in df.groupby("experiment", sort=True):
         parts.append(experiment_section(str(name), part.reset_index(drop=True), out))
+    parts.append(roofline_report.section(df, out, Path(machine_file)))
     return write_text_atomic(out / "report.md", "\n".join(parts) + "\n")
 
 
@@ -161,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="sweep or run folders (default: newest sweep)")
     parser.add_argument("--out", type=Path, help="report folder (default: <first folder>/report)")
+    parser.add_argument("--machine", type=Path, default=DEFAULT_CACHE,
+                        help=f"machine reference for the roofline (default: {DEFAULT_CACHE})")
     args = parser.parse_args(argv)
     try:
         folders = args.folders or [newest_sweep()]
         out = args.out or folders[0] / "report"
-        path = build_report(folders, out)
+        path = build_report(folders, out, args.machine)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

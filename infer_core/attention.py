@@ -80,11 +80,13 @@ class Layer:
 
 @dataclass
 class Counts:
-    """What a run did, counted as it runs: K/V token projections per layer, FLOPs, cache copies."""
+    """What a run did, counted as it runs: K/V token projections per layer, FLOPs, cache copies,
+    and the bytes read from weights and from keys/values (each once per forward call)."""
 
     kv_projections: list[int]
     flops: int = 0
     cache_bytes_copied: int = 0
+    bytes_read: int = 0
 
     @classmethod
     def for_layers(cls, n_layers: int) -> Counts:
@@ -157,6 +159,7 @@ def causal_attention(
         s = softmax_(q.reshape(b, hkv, g, dh) @ k.swapaxes(-1, -2))  # (B, Hkv, G, L)
         if counts is not None:
             counts.flops += 4 * b * hkv * g * k.shape[2] * dh
+            counts.bytes_read += 2 * b * hkv * k.shape[2] * dh * k.itemsize
         return (s @ v).reshape(b, hkv, g, 1, dh)
     chunks = []
     for c0 in range(0, tq, QUERY_CHUNK):
@@ -168,6 +171,7 @@ def causal_attention(
         chunks.append((softmax_(s) @ v[:, :, :kend]).reshape(b, hkv, g, tc, dh))
         if counts is not None:
             counts.flops += 4 * b * hkv * g * tc * kend * dh  # QK^T and PV
+            counts.bytes_read += 2 * b * hkv * kend * dh * k.itemsize  # K and V up to the chunk's end
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=3)
 
 
@@ -197,4 +201,5 @@ def forward(
         if counts is not None:
             counts.kv_projections[i] += t
             counts.flops += 2 * b * t * d * (d + 2 * dkv) + 2 * b * t * d * d
+            counts.bytes_read += layer.w_qkv.nbytes + layer.w_o.nbytes
     return x

@@ -130,3 +130,19 @@ def expected_flops(
         return sum(call(0, prompt_len + i + 1) for i in range(n))
     prefill = call(0, prompt_len) if prompt_len else 0
     return prefill + sum(call(prompt_len + i, 1) for i in range(n))
+
+
+def expected_bytes_read(strategy: Strategy | str, shape: DecoderShape, batch: int, prompt_len: int, n: int) -> int:
+    """Bytes read at the least over a run: every layer's weights once per forward call, plus
+    the keys and values each attention reads (a query chunk reads them up to its last position)."""
+    weights = shape.n_layers * shape.d_model * (2 * shape.d_model + 2 * shape.d_kv) * shape.itemsize
+    kv_token = 2 * batch * shape.d_kv * shape.itemsize * shape.n_layers  # K and V of one position
+
+    def call(offset: int, tq: int) -> int:
+        ends = (offset + min(tq, c0 + QUERY_CHUNK) for c0 in range(0, tq, QUERY_CHUNK))
+        return weights + kv_token * sum(ends)
+
+    if Strategy(strategy) is Strategy.recompute:
+        return sum(call(0, prompt_len + i + 1) for i in range(n))
+    prefill = call(0, prompt_len) if prompt_len else 0
+    return prefill + sum(call(prompt_len + i, 1) for i in range(n))

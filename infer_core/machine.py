@@ -1,12 +1,77 @@
-"""What this machine can physically do: memory bandwidth, measured STREAM-style (GUIDE §5)."""
+"""What this machine can physically do, measured once and cached (GUIDE §5).
+
+Peak compute: the best sgemm and dgemm GFLOP/s over large square sizes (FLOPs = 2·n³).
+Memory bandwidth: STREAM-style copy (``b = a``, 16 B per float64 element: read + write) and
+triad (``a = b + s·c``, 24 B per element), plus a read-only sum (8 B per element), on arrays
+at least 4x the last-level cache, best of >= 10, split over as many threads as BLAS uses.
+NumPy runs the triad as two passes, so its figure (bytes counted as STREAM counts them)
+understates the hardware. The roofline's memory roof is the better of copy and read-only.
+
+The result is cached in a JSON file keyed by CPU model, core count, NumPy and BLAS versions
+and BLAS thread count; :func:`reference` re-measures when the key changes or when asked.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from infer_core.environment import blas_info, cpu_model, usable_cpus
+from infer_core.files import write_text_atomic
 from infer_core.timing import measure
+
+GEMM_SIZES = (1024, 2048, 3072)
+DEFAULT_CACHE = Path("outputs/machine.json")
+
+
+@dataclass(frozen=True)
+class MachineRef:
+    """Measured peaks of one machine at one BLAS thread count."""
+
+    sgemm_gflops: float
+    dgemm_gflops: float
+    copy_gbps: float
+    triad_gbps: float
+    read_gbps: float
+    gemm_sizes: tuple[int, ...]
+    stream_bytes: int  # bytes of one STREAM array
+    measured_utc: str
+
+    def peak_gflops(self, dtype: str) -> float:
+        """The GEMM peak for ``float32`` or ``float64``."""
+        return self.sgemm_gflops if np.dtype(dtype) == np.float32 else self.dgemm_gflops
+
+    @property
+    def bandwidth_gbps(self) -> float:
+        """The memory roof: the best of copy and read-only bandwidth."""
+        return max(self.copy_gbps, self.read_gbps)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Attainable GFLOP/s for a kernel of given FLOPs and bytes (Williams et al., CACM 2009)."""
+
+    attainable_gflops: float
+    intensity: float  # FLOP per byte moved
+    ridge_point: float  # intensity where the two roofs meet: peak / bandwidth
+    bound: str  # "compute" or "bandwidth"
+
+
+def roofline(flops: float, n_bytes: float, peak_gflops: float, bandwidth_gbps: float) -> Roofline:
+    """``min(peak, intensity × bandwidth)`` with intensity = flops / bytes, and the ridge point."""
+    if n_bytes <= 0 or peak_gflops <= 0 or bandwidth_gbps <= 0:
+        raise ValueError(f"bytes={n_bytes}, peak={peak_gflops}, bandwidth={bandwidth_gbps} must all be > 0")
+    intensity = flops / n_bytes
+    ridge = peak_gflops / bandwidth_gbps
+    memory_roof = intensity * bandwidth_gbps
+    bound = "compute" if intensity >= ridge else "bandwidth"
+    return Roofline(min(peak_gflops, memory_roof), intensity, ridge, bound)
 
 
 def last_level_cache_bytes() -> int:
@@ -22,14 +87,128 @@ def last_level_cache_bytes() -> int:
     return max(sizes) if sizes else 32 * 2**20
 
 
-def copy_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10) -> float:
-    """Best-of-``repeats`` STREAM copy bandwidth in GB/s, counting read + write (16 B per float64).
+def stream_bytes() -> int:
+    """Bytes of one STREAM array: 4x the last-level cache, at least 128 MiB."""
+    return max(4 * last_level_cache_bytes(), 128 * 2**20)
 
-    Arrays default to 4x the last-level cache (at least 128 MiB each), so the copy streams from
-    memory, not from cache.
+
+def _stream(kernel: Callable[[slice], None], n: int, threads: int, repeats: int) -> float:
+    """Best seconds of ``kernel`` over [0, n), split into ``threads`` contiguous parts run at once.
+
+    NumPy releases the GIL inside each copy or reduction, so the parts stream in parallel, as
+    the BLAS threads of a GEMV do.
     """
-    n_bytes = n_bytes or max(4 * last_level_cache_bytes(), 128 * 2**20)
-    a = np.random.default_rng(0).standard_normal(n_bytes // 8)
+    parts = [slice(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        t = measure(lambda: list(pool.map(kernel, parts)), repeats=repeats, min_sample_s=0.0)
+    return float(np.min(t.per_call_s))
+
+
+def _threads(threads: int | None) -> int:
+    return threads or max(1, int(blas_info()["blas_threads"]))
+
+
+def copy_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
+    """Best STREAM copy ``b = a`` in GB/s, counting read + write (16 B per float64 element).
+
+    ``threads`` (default: the BLAS thread count now in force) copy disjoint parts at once.
+    """
+    a = np.random.default_rng(0).standard_normal((n_bytes or stream_bytes()) // 8)
     b = np.empty_like(a)
-    t = measure(lambda: np.copyto(b, a), repeats=repeats, min_sample_s=0.0)
-    return 2 * a.nbytes / float(np.min(t.per_call_s)) / 1e9
+    seconds = _stream(lambda sl: np.copyto(b[sl], a[sl]), len(a), _threads(threads), repeats)
+    return 2 * a.nbytes / seconds / 1e9
+
+
+def triad_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
+    """Best STREAM triad ``a = b + s·c`` in GB/s, counting 24 B per float64 element."""
+    rng = np.random.default_rng(1)
+    n = (n_bytes or stream_bytes()) // 8
+    a, b, c = np.empty(n), rng.standard_normal(n), rng.standard_normal(n)
+
+    def triad(sl: slice) -> None:
+        np.multiply(c[sl], 3.0, out=a[sl])
+        np.add(a[sl], b[sl], out=a[sl])
+
+    return 3 * a.nbytes / _stream(triad, n, _threads(threads), repeats) / 1e9
+
+
+def read_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
+    """Best read-only bandwidth (a sum over the array) in GB/s, 8 B per float64 element.
+
+    Kernels that mostly read, such as a GEMV streaming its weights, avoid the write-allocate
+    traffic a copy pays, so they can run faster than the copy figure.
+    """
+    a = np.random.default_rng(3).standard_normal((n_bytes or stream_bytes()) // 8)
+    return a.nbytes / _stream(lambda sl: np.add.reduce(a[sl]), len(a), _threads(threads), repeats) / 1e9
+
+
+def gemm_gflops(n: int, dtype: str, repeats: int = 5) -> float:
+    """Best GFLOP/s of an n×n×n GEMM (2·n³ FLOPs) into a preallocated output."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype=dtype)
+    t = measure(lambda: np.matmul(a, b, out=c), repeats=repeats, min_sample_s=0.0)
+    return 2 * n**3 / float(np.min(t.per_call_s)) / 1e9
+
+
+def measure_machine(gemm_sizes: tuple[int, ...] = GEMM_SIZES, n_bytes: int | None = None) -> MachineRef:
+    """Measure peaks and bandwidths at the BLAS thread count now in force."""
+    n_bytes = n_bytes or stream_bytes()
+    return MachineRef(
+        sgemm_gflops=max(gemm_gflops(n, "float32") for n in gemm_sizes),
+        dgemm_gflops=max(gemm_gflops(n, "float64") for n in gemm_sizes),
+        copy_gbps=copy_bandwidth_gbps(n_bytes),
+        triad_gbps=triad_bandwidth_gbps(n_bytes),
+        read_gbps=read_bandwidth_gbps(n_bytes),
+        gemm_sizes=tuple(gemm_sizes),
+        stream_bytes=n_bytes,
+        measured_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def machine_key() -> dict[str, str | int]:
+    """What a cached measurement is valid for: CPU, cores, NumPy, BLAS and its threads now."""
+    blas = blas_info()
+    return {"cpu": cpu_model(), "n_cpus": usable_cpus(), "numpy": np.__version__, "blas": str(blas["blas"]),
+            "blas_threads": int(blas["blas_threads"])}
+
+
+def reference(
+    path: str | Path = DEFAULT_CACHE,
+    force: bool = False,
+    measure_fn: Callable[[], MachineRef] = measure_machine,
+) -> tuple[MachineRef, bool]:
+    """The machine reference for the current key: from the cache, else measured and stored.
+
+    Returns ``(reference, measured_now)``. Entries for other keys (thread counts, ...) are kept.
+    """
+    path, key = Path(path), machine_key()
+    entries = _read(path)
+    if not force:
+        for entry in entries:
+            if entry.get("key") == key:
+                try:
+                    ref = entry["ref"]
+                    return MachineRef(**{**ref, "gemm_sizes": tuple(ref["gemm_sizes"])}), False
+                except (TypeError, KeyError):
+                    break  # written by another version: measure again
+    ref = measure_fn()
+    entries = [e for e in entries if e.get("key") != key] + [{"key": key, "ref": asdict(ref)}]
+    write_text_atomic(path, json.dumps({"entries": entries}, indent=2) + "\n")
+    return ref, True
+
+
+def cached_entries(path: str | Path = DEFAULT_CACHE) -> list[dict]:
+    """Every cached measurement (key and reference), for reports."""
+    return _read(Path(path))
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []  # unreadable: measured again and rewritten
+    return [e for e in data.get("entries", []) if isinstance(e, dict) and "key" in e and "ref" in e]

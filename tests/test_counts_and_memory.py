@@ -7,6 +7,7 @@ import pytest
 
 from infer_core.attention import QUERY_CHUNK, Counts, DecoderShape, init_decoder
 from infer_core.decode import (
+    expected_bytes_read,
     expected_cache_bytes_copied,
     expected_flops,
     expected_kv_projections,
@@ -41,6 +42,7 @@ def test_counted_equals_formulas(strategy, layers, batch, p, n):
     assert counts.kv_projections == [expected_kv_projections(strategy, p, n)] * layers
     assert counts.flops == expected_flops(strategy, shape, batch, p, n)
     assert counts.cache_bytes_copied == expected_cache_bytes_copied(strategy, shape, batch, p, n)
+    assert counts.bytes_read == expected_bytes_read(strategy, shape, batch, p, n)
 
 
 def test_flops_by_hand():
@@ -89,3 +91,11 @@ def test_kv_cache_bytes_matches_the_real_buffers():
     shape = DecoderShape(32, 4, 2, 3, "float32")
     cache = make_cache("prealloc", shape, batch=2, max_len=11)
     assert cache.kv.nbytes == kv_cache_bytes(3, 2, 8, 11, 2, 4)
+
+
+def test_bytes_read_by_hand():
+    """d=8, 1 head, 1 layer, float32: weights are (8·24 + 8·8)·4 = 1024 B, one position's K and V
+    64 B. Two cached steps read the weights twice and 1 then 2 positions: 2048 + 64·3."""
+    shape = DecoderShape(8, 1)
+    assert expected_bytes_read("prealloc", shape, 1, 0, 2) == 2048 + 64 * 3
+    assert expected_bytes_read("recompute", shape, 1, 0, 2) == 2048 + 64 * (1 + 2)

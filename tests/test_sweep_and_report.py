@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -178,3 +179,41 @@ def test_quantization_config_errors(tmp_path):
     assert "quant.cols=96 must be a multiple of 256 for quant.format=q4_k" in proc.stderr
     (ok,) = [r for job in tmp_path.glob("[0-9]*") for r in read(job / "results.csv") if r["status"] == "ok"]
     assert ok["variant"] == "q8_0"
+
+
+def test_machine_then_matmul_then_a_roofline_over_three_experiments(tmp_path, small_sweep):
+    machine_file = tmp_path / "machine.json"
+    common = ["bench.threads=1", f"bench.machine_file={machine_file}", *FAST_BENCH]
+    proc = run_app("experiment=machine", "machine.gemm_sizes=[64,128]", "machine.stream_mib=4",
+                   f"hydra.run.dir={tmp_path / 'm'}", *common)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["variant"]: r for r in read(tmp_path / "m" / "results.csv")}
+    assert sorted(rows) == ["copy", "dgemm", "read", "sgemm", "triad"]
+    assert float(rows["sgemm"]["gflops"]) > 0 and float(rows["copy"]["gb_per_s"]) > 0
+    (entry,) = json.loads(machine_file.read_text())["entries"]
+    assert entry["key"]["blas_threads"] == 1 and entry["ref"]["gemm_sizes"] == [64, 128]
+
+    mm = tmp_path / "mm"
+    proc = run_app("-m", "experiment=matmul", "mmcase=square_256,attn_out_decode", "matmul.d_model=256",
+                   f"hydra.sweep.dir={mm}", *common)
+    assert proc.returncode == 0, proc.stderr
+    got = {(r["matmul.shape"], r["variant"]): r for job in mm.glob("[0-9]*") for r in read(job / "results.csv")}
+    assert len(got) == 4 and {r["status"] for r in got.values()} == {"ok"}
+    sq = got[("square", "fp32")]
+    assert int(sq["flops"]) == 2 * 256**3 and int(sq["bytes_moved"]) == 3 * 256 * 256 * 4
+    gemv = got[("attn_out", "fp32")]
+    assert (int(gemv["m"]), int(gemv["k"]), int(gemv["n"])) == (1, 256, 256)
+    assert gemv["bound"] == "bandwidth" and sq["bound"] == "compute"
+    assert float(gemv["max_rel_err_vs_ref"]) < 1e-5
+    assert 1e-4 < float(got[("attn_out", "int8_dequant")]["max_rel_err_vs_ref"]) < 0.05
+    assert float(sq["peak_gflops"]) == entry["ref"]["sgemm_gflops"]  # compared against the cached peak
+    assert float(sq["pct_of_roofline"]) == pytest.approx(100 * float(sq["gflops"]) / float(sq["roofline_gflops"]))
+
+    q = tmp_path / "q"
+    assert run_app("-m", *QUANT_SMALL, "quant.format=q8_0,q4_0", f"hydra.sweep.dir={q}", *FAST_BENCH).returncode == 0
+    md = build_report([mm, q, small_sweep[0]], tmp_path / "r", machine_file).read_text()
+    assert "## Roofline" in md and "from kv_cache, matmul, quantization" in md
+    assert (tmp_path / "r" / "roofline.png").stat().st_size > 0
+    assert "### The four products of a transformer layer" in md and "### GFLOP/s vs size" in md
+    no_machine = build_report([mm], tmp_path / "r2", tmp_path / "missing.json").read_text()
+    assert "run `python experiments/run.py experiment=machine`" in no_machine

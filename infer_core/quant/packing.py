@@ -29,9 +29,9 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_codes(data: np.ndarray, bits: int, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_codes`: the first ``n`` codes as uint8."""
+    """Inverse of :func:`pack_codes`: the first ``n`` codes as uint8 (a view of ``data`` at 8 bits)."""
     if bits == 8:
-        return data[:n].copy()
+        return data[:n]
     if bits == 4:
         return np.stack([data & 0x0F, data >> 4], axis=1).reshape(-1)[:n]
     stream = np.unpackbits(data, bitorder="little")[: n * bits].reshape(n, bits)

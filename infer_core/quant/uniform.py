@@ -51,17 +51,18 @@ class UniformTensor:
     def bits_per_weight(self) -> float:
         return 8 * self.nbytes / (self.shape[0] * self.shape[1])
 
-    def dequantize(self) -> np.ndarray:
-        """float32 reconstruction ``(q - zero) * scale``."""
+    def dequantize(self, dtype: str = "float32") -> np.ndarray:
+        """Reconstruction ``(q - zero) * scale`` in ``dtype`` (float32 by default)."""
         rows, cols = self.shape
         q = unpack_codes(self.codes, self.bits, rows * cols)
         if self.scheme == "symmetric":
             q = _sign_extend(q, self.bits)
-        q = _grouped(q.reshape(rows, cols), self.granularity, self.group_size).astype(np.float32)
-        per_row = _per_row(self.scales.astype(np.float32), q.shape[0], self.granularity)
+        q = _grouped(q.reshape(rows, cols), self.granularity, self.group_size).astype(dtype)
+        per_row = _per_row(self.scales.astype(dtype), q.shape[0], self.granularity)
         if self.zeros is not None:
-            q -= _per_row(self.zeros.astype(np.float32), q.shape[0], self.granularity)[:, None]
-        return (q * per_row[:, None]).reshape(rows, cols)
+            q -= _per_row(self.zeros.astype(dtype), q.shape[0], self.granularity)[:, None]
+        q *= per_row[:, None]
+        return q.reshape(rows, cols)
 
 
 def _sign_extend(q: np.ndarray, bits: int) -> np.ndarray:

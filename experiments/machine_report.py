@@ -1,0 +1,25 @@
+"""Report part of the machine experiment: the measured peaks, as a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.tables import markdown_table
+
+HEADLINE = ["gflops", "gb_per_s", "blas_threads"]
+
+
+def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    return []
+
+
+def sections(df: pd.DataFrame) -> str:
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return ""
+    table = ok.pivot_table(index="blas_threads", columns="variant", values=["gflops", "gb_per_s"], aggfunc="max")
+    table.columns = [f"{variant} {'GFLOP/s' if metric == 'gflops' else 'GB/s'}" for metric, variant in table.columns]
+    table = table.dropna(axis=1, how="all").reset_index()
+    return "\n".join(["### Machine reference", "", markdown_table(table), ""])

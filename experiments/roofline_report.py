@@ -1,0 +1,76 @@
+"""The report's roofline: every measured point that reports FLOPs and bytes, under this machine's roofs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from experiments.plotting import save_figure, theme
+from infer_core.machine import cached_entries
+
+NEEDED = ("flops", "bytes_moved", "gflops")
+
+
+def roofs(machine_file: Path) -> pd.DataFrame:
+    """One row per cached machine reference: threads, sgemm and dgemm peaks, memory roof."""
+    rows = []
+    for entry in cached_entries(machine_file):
+        key, ref = entry["key"], entry["ref"]
+        bandwidth = max(ref.get("copy_gbps", 0.0), ref.get("read_gbps", 0.0))
+        rows.append({"blas_threads": key.get("blas_threads"), "cpu": key.get("cpu"), "sgemm": ref["sgemm_gflops"],
+                     "dgemm": ref["dgemm_gflops"], "bandwidth": bandwidth})
+    return pd.DataFrame(rows)
+
+
+def section(df: pd.DataFrame, out: Path, machine_file: Path) -> str:
+    """A roofline chart of all points with FLOPs and bytes, or a note saying what is missing."""
+    if not all(c in df for c in NEEDED):
+        return ""
+    pts = df[(df["status"] == "ok")].dropna(subset=list(NEEDED)).copy()
+    pts = pts[(pts["bytes_moved"] > 0) & (pts["gflops"] > 0)]
+    if pts.empty:
+        return ""
+    lines = ["## Roofline", ""]
+    machine = roofs(machine_file)
+    if machine.empty:
+        return "\n".join([*lines, f"No machine reference in `{machine_file}`: run "
+                          "`python experiments/run.py experiment=machine` to measure one.", ""])
+    threads = set(pts["blas_threads"].dropna().astype(int))
+    shown = machine[machine["blas_threads"].isin(threads)] if threads & set(machine["blas_threads"]) else machine
+    pts["intensity"] = pts["flops"] / pts["bytes_moved"]
+    theme()
+    fig, ax = plt.subplots(figsize=(12, 7.5))
+    ridge_max = (shown["sgemm"] / shown["bandwidth"]).max()
+    lo, hi = pts["intensity"].min() / 3, max(pts["intensity"].max(), ridge_max) * 3
+    grid = np.geomspace(lo, hi, 200)
+    for row in shown.itertuples(index=False):
+        for peak, ls in ((row.sgemm, "-"), (row.dgemm, ":")):
+            ax.plot(grid, np.minimum(peak, grid * row.bandwidth), color="0.25", ls=ls, lw=1.8)
+        ax.annotate(f"{row.blas_threads} thr: sgemm {row.sgemm:.0f} GFLOP/s, memory {row.bandwidth:.0f} GB/s",
+                    (hi, row.sgemm), ha="right", va="bottom", fontsize=11, color="0.25")
+    sns.scatterplot(pts, x="intensity", y="gflops", hue="experiment", style="experiment", s=80, ax=ax)
+    if "matmul.shape" in pts:
+        ops = (pts["matmul.shape"].isin(["qkv", "attn_out", "ffn_up", "ffn_down"]) & (pts["variant"] == "fp32")
+               & (pts["matmul.tokens"] == 1))  # the decode GEMVs: the prefill GEMMs sit under the peak
+        for _, row in pts[ops].iterrows():
+            ax.annotate(f"{row['matmul.shape']} ×{int(row['matmul.tokens'])}", (row["intensity"], row["gflops"]),
+                        fontsize=9, xytext=(4, -10), textcoords="offset points", color="0.3")
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity [FLOP / byte moved]", ylabel="GFLOP/s",
+           title="Roofline: attainable = min(peak, intensity × bandwidth)")
+    ax.legend(title=None, fontsize=11, loc="lower right")
+    path = save_figure(fig, out / "roofline.png")
+    ridge = ", ".join(f"{r.blas_threads} thr: {r.sgemm / r.bandwidth:.1f} FLOP/B"
+                      for r in shown.itertuples(index=False))
+    lines += [
+        f"{len(pts)} measured point(s) from {', '.join(sorted(pts['experiment'].unique()))}; roofs from "
+        f"`{machine_file}` (solid: sgemm peak, dotted: dgemm peak). Ridge point (fp32) {ridge}: kernels left "
+        "of it are bound by memory, not by arithmetic.",
+        "",
+        f"![Roofline]({path.name})",
+        "",
+    ]
+    return "\n".join(lines)

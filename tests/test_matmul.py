@@ -1,0 +1,108 @@
+"""Matmul counts, the roofline, the machine cache, and weight-only INT8 error bounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from infer_core import machine
+from infer_core.machine import MachineRef, roofline
+from infer_core.matmul import bytes_moved, dequant_matmul, op_shape, quantize_weights, weight_bytes
+
+
+@pytest.mark.parametrize(
+    "op,shape",
+    [("square", (512, 512, 512)), ("qkv", (7, 4096, 12288)), ("attn_out", (7, 4096, 4096)),
+     ("ffn_up", (7, 4096, 16384)), ("ffn_down", (7, 16384, 4096))],
+)
+def test_op_shapes_and_flops(op, shape):
+    g = op_shape(op, size=512, d_model=4096, tokens=7, ffn_mult=4)
+    assert (g.m, g.k, g.n) == shape
+    assert g.flops == 2 * shape[0] * shape[1] * shape[2]
+
+
+def test_bytes_by_hand():
+    g = op_shape("attn_out", d_model=4096, tokens=1)  # a decode GEMV
+    fp32 = bytes_moved(g, 4, "fp32")
+    assert fp32 == {"x": 4096 * 4, "y": 4096 * 4, "w": 4096 * 4096 * 4}
+    assert g.flops / sum(fp32.values()) == pytest.approx(0.5, rel=1e-3)  # GUIDE §5: ~0.5 FLOP/byte
+    int8 = bytes_moved(g, 4, "int8_dequant")
+    assert int8 == {"x": 16384, "y": 16384, "w_int8": 4096 * 4096 + 4096 * 2, "w_dequantized": 2 * 4096 * 4096 * 4}
+    assert weight_bytes(g, 4, "int8_dequant") == 4096 * 4096 + 8192
+    assert weight_bytes(g, 8, "fp32") == 4096 * 4096 * 8
+    with pytest.raises(ValueError, match="op='mlp'"):
+        op_shape("mlp")
+
+
+def test_roofline_is_the_lower_roof_and_ridge():
+    # peak 100 GFLOP/s, 20 GB/s: ridge at 5 FLOP/byte
+    low = roofline(flops=1e9, n_bytes=1e9, peak_gflops=100, bandwidth_gbps=20)
+    assert (low.intensity, low.attainable_gflops, low.ridge_point, low.bound) == (1.0, 20.0, 5.0, "bandwidth")
+    high = roofline(flops=1e10, n_bytes=1e9, peak_gflops=100, bandwidth_gbps=20)
+    assert (high.attainable_gflops, high.bound) == (100.0, "compute")
+    at = roofline(flops=5e9, n_bytes=1e9, peak_gflops=100, bandwidth_gbps=20)
+    assert at.attainable_gflops == 100.0 and at.bound == "compute"
+    with pytest.raises(ValueError):
+        roofline(1, 0, 1, 1)
+
+
+def fake(value: float) -> MachineRef:
+    return MachineRef(value, value / 2, 10.0, 9.0, 12.0, (64,), 1 << 20, "2026-01-01T00:00:00+00:00")
+
+
+def test_machine_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
+    path = tmp_path / "machine.json"
+    calls = []
+
+    def measure_fn(value=100.0):
+        calls.append(value)
+        return fake(value)
+
+    key = {"cpu": "X", "n_cpus": 2, "numpy": "2.0", "blas": "openblas 0.3", "blas_threads": 1}
+    monkeypatch.setattr(machine, "machine_key", lambda: dict(key))
+    ref, measured = machine.reference(path, measure_fn=measure_fn)
+    assert measured and ref.sgemm_gflops == 100.0 and calls == [100.0]
+    ref, measured = machine.reference(path, measure_fn=measure_fn)  # same key: from the file
+    assert not measured and ref == fake(100.0) and len(calls) == 1
+    key["blas_threads"] = 2  # new key: measured, and the first entry is kept
+    ref, measured = machine.reference(path, measure_fn=lambda: measure_fn(200.0))
+    assert measured and ref.sgemm_gflops == 200.0
+    assert [e["key"]["blas_threads"] for e in json.loads(path.read_text())["entries"]] == [1, 2]
+    key["numpy"] = "2.1"
+    assert machine.reference(path, measure_fn=lambda: measure_fn(300.0))[1]
+    key["numpy"] = "2.0"  # back to an old key: cached, unless forced
+    assert machine.reference(path, measure_fn=measure_fn)[0].sgemm_gflops == 200.0
+    assert machine.reference(path, force=True, measure_fn=lambda: measure_fn(250.0))[0].sgemm_gflops == 250.0
+    assert len(json.loads(path.read_text())["entries"]) == 3
+    path.write_text("{not json")  # a damaged cache is measured again, not fatal
+    assert machine.reference(path, measure_fn=measure_fn)[1]
+
+
+def test_bandwidth_roof_is_the_better_of_copy_and_read():
+    assert fake(1.0).bandwidth_gbps == 12.0
+    assert fake(1.0).peak_gflops("float64") == 0.5 and fake(1.0).peak_gflops("float32") == 1.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_int8_dequant_within_the_quantization_error(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 256)).astype(dtype)
+    w = rng.standard_normal((256, 96)).astype(dtype)
+    wq = quantize_weights(w)
+    y = dequant_matmul(x, wq)
+    assert y.dtype == np.dtype(dtype)
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    # each weight is off by at most half its column's step: |Δy| <= Σ_k |x_k| · scale_n / 2
+    bound = np.abs(x.astype(np.float64)) @ np.ones((256, 1)) * (wq.scales.astype(np.float64) / 2)[None, :]
+    err = np.abs(y - exact)
+    assert (err <= bound * 1.001 + 1e-4).all()
+    assert err.max() > 0  # and the int8 path really is lossy
+    np.testing.assert_allclose(x @ w, exact, rtol=1e-4, atol=1e-3)
+
+
+def test_small_machine_measurement_runs(tmp_path):
+    ref = machine.measure_machine(gemm_sizes=(64,), n_bytes=1 << 20)
+    assert ref.sgemm_gflops > 0 and ref.dgemm_gflops > 0 and ref.copy_gbps > 0 and ref.triad_gbps > 0
+    assert ref.read_gbps > 0 and ref.gemm_sizes == (64,) and ref.stream_bytes == 1 << 20
