@@ -65,8 +65,11 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path) -> str:
     path = save_figure(fig, out / "roofline.png")
     ridge = ", ".join(f"{r.blas_threads} thr: {r.sgemm / r.bandwidth:.1f} FLOP/B"
                       for r in shown.itertuples(index=False))
+    point_threads = ", ".join(str(t) for t in sorted(threads)) or "unknown"
+    roof_threads = ", ".join(str(t) for t in sorted(shown["blas_threads"]))
     lines += [
-        f"{len(pts)} measured point(s) from {', '.join(sorted(pts['experiment'].unique()))}; roofs from "
+        f"{len(pts)} measured point(s) from {', '.join(sorted(pts['experiment'].unique()))}, measured with "
+        f"{point_threads} BLAS thread(s); roofs for {roof_threads} thread(s) from "
         f"`{machine_file}` (solid: sgemm peak, dotted: dgemm peak). Ridge point (fp32) {ridge}: kernels left "
         "of it are bound by memory, not by arithmetic.",
         "",
