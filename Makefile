@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/kv_cache.py
 	$(PY) benchmarks/quant.py
 	$(PY) benchmarks/harness_fidelity.py
+	$(PY) benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/sweeps

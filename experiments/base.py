@@ -76,6 +76,16 @@ def check_fits(key: str, parts: dict[str, int], advice: str) -> None:
 
 
 @dataclass
+class SweepConfig:
+    """How a sweep runs, under ``sweep.*`` (not part of any result's identity)."""
+
+    name: str = "${now:%Y-%m-%d_%H-%M-%S}"  # the folder under outputs/sweeps/
+    resume: bool = True  # skip points whose results.csv is already complete
+    skip_invalid: bool = False  # run the valid points and record the invalid ones as failed
+    concurrency: int = 1  # jobs running at once; set per job by the sweeper from the launcher
+
+
+@dataclass
 class VariantResult:
     """The outcome of one measured variant.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from experiments import kv_cache, machine, matmul, quantization
-from experiments.base import BenchConfig, ConfigError, Experiment
+from experiments.base import BenchConfig, ConfigError, Experiment, SweepConfig
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT, matmul.EXPERIMENT, machine.EXPERIMENT)
@@ -23,5 +23,6 @@ def store_schemas() -> None:
     """Register the schemas so YAML files can extend them (``/schema/bench``, ``/schema/kv``)."""
     cs = ConfigStore.instance()
     cs.store(group="schema", name="bench", node=BenchConfig)
+    cs.store(group="schema", name="sweep_settings", node=SweepConfig)
     for exp in EXPERIMENTS.values():
         cs.store(group="schema", name=exp.key, node=exp.schema)

@@ -4,15 +4,14 @@
     python experiments/run.py -m kv.seq_len=10,100,500          # a sweep
     python experiments/run.py sweep=seed_kv                     # a preset sweep
 
-Each job writes ``results.csv`` and ``samples.csv`` into its folder. A failed point
+Each job writes ``results.csv`` and ``samples.csv`` into its folder. A sweep checks every
+point before running any (see experiments/sweeping.py); a point that fails at run time
 writes its rows with ``status=failed`` and the sweep goes on; the command then exits
 non-zero and lists every failed point.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -27,49 +26,38 @@ from omegaconf import DictConfig
 from experiments import registry
 from experiments.runner import JobInfo, PointOutcome, run_point
 
-log = logging.getLogger("experiments.run")
 OUTCOMES: list[PointOutcome] = []  # filled by the jobs this process runs
 
 registry.store_schemas()
 
 
-def job_info(hc) -> JobInfo:
+def job_info(hc, cfg: DictConfig) -> JobInfo:
     """The current job's folder and identity, from Hydra's runtime config."""
     multirun = hc.mode == RunMode.MULTIRUN
-    n_jobs = hc.launcher.get("n_jobs", 1) if "launcher" in hc else 1
+    concurrency = cfg.get("sweep", {}).get("concurrency", 1) if multirun else 1
     return JobInfo(
         output_dir=Path(hc.runtime.output_dir),
-        overrides=tuple(hc.overrides.task),
+        overrides=tuple(o for o in hc.overrides.task if not o.startswith("sweep.")),
         job_num=int(hc.job.num) if multirun else 0,
         run_id=Path(hc.sweep.dir if multirun else hc.run.dir).name,
-        concurrency=(os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs),
+        concurrency=int(concurrency),
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="infer_sweep")
 def main(cfg: DictConfig) -> None:
-    OUTCOMES.append(run_point(cfg, job_info(HydraConfig.get())))
+    OUTCOMES.append(run_point(cfg, job_info(HydraConfig.get(), cfg)))
 
 
 def finish(outcomes: list[PointOutcome]) -> int:
-    """Log one line per job, list every failed point on stderr; return the exit code."""
-    if len(outcomes) > 1:
-        for o in outcomes:
-            log.info("#%d %s [%s]: %s", o.job.job_num, o.label, o.status, o.summary)
+    """After a single run: its error on stderr, and the exit code. (A sweep's summary and failure
+    list come from the sweeper, which reads every point's folder, whatever launcher ran it.)"""
     failed = [o for o in outcomes if o.status == "failed"]
-    if not failed:
-        return 0
-    if len(outcomes) == 1:
-        for err in failed[0].errors:
-            print(f"error: {err}", file=sys.stderr)
-        print(f"(rows written to {failed[0].job.output_dir})", file=sys.stderr)
-        return 1
-    print(f"{len(failed)} of {len(outcomes)} point(s) failed:", file=sys.stderr)
     for o in failed:
-        print(f"  #{o.job.job_num} {o.label} ({o.job.output_dir})", file=sys.stderr)
         for err in o.errors:
-            print(f"    error: {err}", file=sys.stderr)
-    return 1
+            print(f"error: {err}", file=sys.stderr)
+        print(f"(rows written to {o.job.output_dir})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Hydra-free apart from OmegaConf, so tests can call :func:`run_point` directly;
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,7 @@ from experiments.results import (
     SAMPLES,
     SCHEMA_VERSION,
     flatten,
+    read_csv,
     write_csv,
     write_sidecar,
 )
@@ -112,15 +114,34 @@ def _raw_config(cfg: DictConfig) -> dict[str, Any]:
         tree = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException:
         tree = OmegaConf.to_container(cfg, resolve=False)
-    tree.pop("experiment", None)
+    for run_control in ("experiment", "sweep", "hydra"):
+        tree.pop(run_control, None)
     first = {k: tree.pop(k) for k in ("seed", "bench") if k in tree}
     return flatten({**first, **tree})
+
+
+def blas_threads(requested: int | None, concurrency: int) -> int | None:
+    """BLAS threads for a job: as requested, else the usable cores shared by the jobs running at once."""
+    if requested is not None or concurrency <= 1:
+        return requested
+    return max(1, environment.usable_cpus() // concurrency)
 
 
 def config_hash(flat: dict[str, Any], experiment: str) -> str:
     """A short, stable hash of the experiment name and its resolved config."""
     text = json.dumps({"experiment": experiment, **flat}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _identity(job: JobInfo, flat: dict[str, Any], experiment: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": experiment,
+        "run_id": job.run_id,
+        "job_num": job.job_num,
+        "overrides": " ".join(job.overrides),
+        "config_hash": config_hash(flat, experiment),
+    }
 
 
 def run_point(cfg: DictConfig, job: JobInfo) -> PointOutcome:
@@ -136,7 +157,7 @@ def run_point(cfg: DictConfig, job: JobInfo) -> PointOutcome:
     try:
         point = validate(cfg)
         exp, flat = point.experiment, point.flat_config()
-        with threadpool_limits(limits=point.bench.threads, user_api="blas"):
+        with threadpool_limits(limits=blas_threads(point.bench.threads, job.concurrency), user_api="blas"):
             env = environment.capture(job.concurrency)
             results = exp.run(point.knobs, point.bench, point.seed)
     except Exception as exc:
@@ -149,22 +170,8 @@ def run_point(cfg: DictConfig, job: JobInfo) -> PointOutcome:
     if exp is None:
         exp = registry.EXPERIMENTS.get(cfg.get("experiment"))
     name = exp.name if exp else str(cfg.get("experiment", ""))
-    identity = {
-        "schema_version": SCHEMA_VERSION,
-        "experiment": name,
-        "run_id": job.run_id,
-        "job_num": job.job_num,
-        "overrides": " ".join(job.overrides),
-        "config_hash": config_hash(flat, name),
-    }
-    rows = [
-        {**identity, "variant": r.variant, **flat, **r.metrics, **env, "status": r.status, "error": r.error}
-        for r in results
-    ]
-    declared = list(exp.columns) if exp else []
-    undeclared = [k for r in results for k in r.metrics if k not in declared]  # never drop a metric
-    columns = [*IDENTITY, *flat, *declared, *dict.fromkeys(undeclared), *ENVIRONMENT, *OUTCOME]
-    write_csv(job.output_dir / RESULTS, rows, columns)
+    identity = _identity(job, flat, name)
+    write_results(job.output_dir, identity, flat, results, env, exp)
     samples = [
         {**identity, "variant": r.variant, "measure": name, "sample": i, "inner_loops": t.inner_loops,
          "time_s": wall, "cpu_time_s": cpu}
@@ -177,11 +184,67 @@ def run_point(cfg: DictConfig, job: JobInfo) -> PointOutcome:
         write_sidecar(job.output_dir / f"{stem}.csv", identity, [(r.variant, r.sidecars[stem])
                                                                for r in results if stem in r.sidecars])
 
+    outcome = summarize(job, results, exp)
+    log.log(logging.WARNING if outcome.errors else logging.INFO, "job %d %s: %s", job.job_num, outcome.status,
+            outcome.summary)
+    return outcome
+
+
+def write_results(output_dir: Path, identity: dict[str, Any], flat: dict[str, Any], results: list[VariantResult],
+                  env: dict[str, Any], exp: Experiment | None) -> None:
+    """``results.csv``: one row per variant, columns in the order of GUIDE §3, written atomically."""
+    rows = [
+        {**identity, "variant": r.variant, **flat, **r.metrics, **env, "status": r.status, "error": r.error}
+        for r in results
+    ]
+    declared = list(exp.columns) if exp else []
+    undeclared = [k for r in results for k in r.metrics if k not in declared]  # never drop a metric
+    columns = [*IDENTITY, *flat, *declared, *dict.fromkeys(undeclared), *ENVIRONMENT, *OUTCOME]
+    write_csv(output_dir / RESULTS, rows, columns)
+
+
+def summarize(job: JobInfo, results: list[VariantResult], exp: Experiment | None) -> PointOutcome:
+    """The point's status, its errors (one line each) and the experiment's one-line summary."""
     errors = [f"{r.variant}: {r.error}" if r.variant else r.error for r in results if r.status == "failed"]
     status = "failed" if errors else "ok"
     summary = exp.summary(results) if exp and not errors else "; ".join(errors)
     skipped = [r.variant for r in results if r.status == "skipped"]
     if skipped:
         summary += f" (skipped over budget: {', '.join(skipped)})"
-    log.log(logging.WARNING if errors else logging.INFO, "job %d %s: %s", job.job_num, status, summary)
     return PointOutcome(job, status, errors, summary)
+
+
+def record_invalid(job: JobInfo, cfg: DictConfig | None, experiment: str, error: str) -> PointOutcome:
+    """Write the failed row of a point that did not validate (or compose) and was not run."""
+    flat = _raw_config(cfg) if cfg is not None else {}
+    exp = registry.EXPERIMENTS.get(experiment)
+    identity = _identity(job, flat, experiment)
+    results = [VariantResult("", status="failed", error=error)]
+    write_results(job.output_dir, identity, flat, results, environment.capture(job.concurrency), exp)
+    return summarize(job, results, exp)
+
+
+def read_outcome(job: JobInfo) -> PointOutcome | None:
+    """The outcome recorded in a point's ``results.csv``; None when it is missing or unreadable.
+
+    A point counts as complete (status ``ok``) when every row is ``ok`` or ``skipped``.
+    """
+    try:
+        rows = read_csv(job.output_dir / RESULTS)
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+    if not rows or any(r.get("status") not in ("ok", "skipped", "failed") for r in rows):
+        return None
+    results = [VariantResult(r["variant"], {k: _number(v) for k, v in r.items()}, r["status"], r.get("error", ""))
+               for r in rows]
+    try:
+        return summarize(job, results, registry.EXPERIMENTS.get(rows[0].get("experiment")))
+    except (KeyError, TypeError, ValueError):  # a summary needing a metric this file lacks
+        return summarize(job, results, None)
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text

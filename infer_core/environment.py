@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,12 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+@lru_cache(maxsize=4)
 def git_state(root: Path = REPO_ROOT) -> tuple[str, bool | None]:
-    """(commit, dirty) of the checkout holding this code; ("unknown", None) outside git."""
+    """(commit, dirty) of the checkout holding this code; ("unknown", None) outside git.
+
+    Read once per process: a sweep's jobs share it, and git costs tens of milliseconds.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True

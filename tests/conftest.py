@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from experiments import registry
+
+registry.store_schemas()  # tests that compose configs in-process need the schemas
 ROOT = Path(__file__).resolve().parents[1]
 #: Small, fast measurement settings for end-to-end runs (the protocol still applies).
 FAST_BENCH = ["bench.repeats=5", "bench.min_sample_s=0.0005"]
@@ -23,8 +26,14 @@ def run_app(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.Co
 
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One sweep shared by several tests: two good points and one bad one."""
+    """One sweep shared by several tests: two good points and one invalid one, run with
+    sweep.skip_invalid=true so the invalid point gets its failed row."""
     sweep = tmp_path_factory.mktemp("sweep")
     proc = run_app("-m", "kv.seq_len=6,12,0", "kv.d_model=16", "kv.n_heads=2", f"hydra.sweep.dir={sweep}",
-                   *FAST_BENCH)
+                   "sweep.skip_invalid=true", *FAST_BENCH)
     return sweep, proc
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    """The job folders of a sweep (named after their overrides), sorted."""
+    return sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.csv").exists())

@@ -5,18 +5,15 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import registry
 from experiments.base import ConfigError
 from experiments.kv_cache import KVConfig, check_memory
 from experiments.runner import validate
 from tests.conftest import ROOT, run_app
 
-registry.store_schemas()
-
 
 def composed(*overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="infer_sweep", overrides=list(overrides))
 
 
 def test_defaults_validate():

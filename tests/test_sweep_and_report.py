@@ -12,7 +12,7 @@ import pytest
 
 from experiments.report import build_report
 from experiments.results import SCHEMA_VERSION
-from tests.conftest import FAST_BENCH, ROOT, run_app
+from tests.conftest import FAST_BENCH, ROOT, job_dirs, run_app
 
 KEY_COLUMNS = [
     "experiment", "variant", "status", "error", "kv.seq_len", "kv.d_model", "kv.n_heads", "seed",
@@ -31,9 +31,11 @@ def test_sweep_with_a_bad_point_writes_the_good_ones_and_exits_nonzero(small_swe
     assert proc.returncode == 1, proc.stderr
     assert "1 of 3 point(s) failed" in proc.stderr
     assert "kv.seq_len=0" in proc.stderr and "kv.seq_len=0 must be >= 1" in proc.stderr
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1", "2"]
-    for job, n in zip(jobs[:2], (6, 12), strict=True):
+    jobs = {int(read(j / "results.csv")[0]["kv.seq_len"]): j for j in job_dirs(sweep)}
+    assert sorted(jobs) == [0, 6, 12]
+    for n in (6, 12):
+        job = jobs[n]
+        assert job.name == f"kv.seq_len={n},kv.d_model=16,kv.n_heads=2,bench.repeats=5,bench.min_sample_s=0.0005"
         rows = read(job / "results.csv")
         assert [r["variant"] for r in rows] == ["recompute", "concat", "prealloc"]
         assert all(r["status"] == "ok" and r["error"] == "" for r in rows)
@@ -42,6 +44,7 @@ def test_sweep_with_a_bad_point_writes_the_good_ones_and_exits_nonzero(small_swe
         assert header[:7] == ["schema_version", "experiment", "variant", "run_id", "job_num", "overrides",
                               "config_hash"]
         assert header[-2:] == ["status", "error"]
+        assert not any(c.startswith("sweep.") for c in header)  # run control is not part of a result
         for r in rows:
             assert int(r["kv.seq_len"]) == n and r["seed"] == "0" and r["schema_version"] == str(SCHEMA_VERSION)
             assert float(r["max_abs_err_vs_ref"]) < 1e-4
@@ -51,10 +54,10 @@ def test_sweep_with_a_bad_point_writes_the_good_ones_and_exits_nonzero(small_swe
         assert float(rows[0]["speedup_vs_recompute"]) == 1.0
         samples = read(job / "samples.csv")
         assert len(samples) == 3 * 5 and {s["variant"] for s in samples} == {"recompute", "concat", "prealloc"}
-    bad = read(jobs[2] / "results.csv")
+    bad = read(jobs[0] / "results.csv")
     assert len(bad) == 1 and bad[0]["status"] == "failed"
     assert bad[0]["error"] == "kv.seq_len=0 must be >= 1" and bad[0]["time_median_s"] == ""
-    assert list(bad[0]) == list(read(jobs[0] / "results.csv")[0])  # same columns as the good rows
+    assert list(bad[0]) == list(read(jobs[6] / "results.csv")[0])  # same columns as the good rows
     assert not list(sweep.rglob(".*.tmp*")), "no temporary file may be left behind"
 
 
@@ -94,7 +97,7 @@ def test_report_skips_unknown_schema_versions(small_sweep, tmp_path):
     sweep, _ = small_sweep
     old = tmp_path / "old"
     old.mkdir()
-    rows = (sweep / "0" / "results.csv").read_text().splitlines()
+    rows = (job_dirs(sweep)[0] / "results.csv").read_text().splitlines()
     rows[1] = "99" + rows[1][1:]
     (old / "results.csv").write_text("\n".join(rows[:2]) + "\n")
     md = build_report([sweep, old], tmp_path / "r").read_text()
@@ -143,7 +146,7 @@ def test_quantization_sweep_granularity_by_bits_and_its_report(tmp_path):
     proc = run_app("-m", *QUANT_SMALL, "quant.granularity=per_tensor,per_channel,per_group", "quant.bits=8,4",
                    f"hydra.sweep.dir={sweep}", *FAST_BENCH)
     assert proc.returncode == 0, proc.stderr
-    rows = [r for job in sorted(sweep.glob("[0-9]*")) for r in read(job / "results.csv")]
+    rows = [r for job in job_dirs(sweep) for r in read(job / "results.csv")]
     assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
     for col in ("bits_per_weight", "bytes", "compression_vs_fp32", "mae", "max_abs_err", "mse", "rel_l2", "sqnr_db",
                 "cosine", "time_median_s", "dequantize_time_median_s", "quantize_gb_per_s"):
@@ -152,7 +155,7 @@ def test_quantization_sweep_granularity_by_bits_and_its_report(tmp_path):
     assert int(by[("per_group", "4")]["bytes"]) == 64 * 256 // 2 + 64 * 8 * 2
     assert float(by[("per_channel", "8")]["sqnr_db"]) > float(by[("per_tensor", "8")]["sqnr_db"])
     assert float(by[("per_group", "4")]["sqnr_db"]) > float(by[("per_tensor", "4")]["sqnr_db"])
-    job0 = sorted(sweep.glob("[0-9]*"))[0]
+    job0 = job_dirs(sweep)[0]
     assert len(read(job0 / "channel_errors.csv")) == 64 and len(read(job0 / "pairs.csv")) == 500
     assert {s["measure"] for s in read(job0 / "samples.csv")} == {"quantize", "dequantize"}
     md = build_report([sweep], tmp_path / "r").read_text()
@@ -166,7 +169,7 @@ def test_quantization_methods_preset_and_mixed_report(tmp_path, small_sweep):
     proc = run_app("-m", *QUANT_SMALL, "qmethod=q4_0,q4_k,nf4,int8_per_channel", f"hydra.sweep.dir={sweep}",
                    *FAST_BENCH)
     assert proc.returncode == 0, proc.stderr
-    variants = sorted(r["variant"] for job in sweep.glob("[0-9]*") for r in read(job / "results.csv"))
+    variants = sorted(r["variant"] for job in job_dirs(sweep) for r in read(job / "results.csv"))
     assert variants == ["int8 symmetric per_channel", "nf4", "q4_0", "q4_k"]
     md = build_report([sweep, small_sweep[0]], tmp_path / "r").read_text()
     assert "## Experiment `kv_cache`" in md and "## Experiment `quantization`" in md
@@ -177,8 +180,8 @@ def test_quantization_config_errors(tmp_path):
                    *FAST_BENCH)
     assert proc.returncode == 1
     assert "quant.cols=96 must be a multiple of 256 for quant.format=q4_k" in proc.stderr
-    (ok,) = [r for job in tmp_path.glob("[0-9]*") for r in read(job / "results.csv") if r["status"] == "ok"]
-    assert ok["variant"] == "q8_0"
+    assert "1 of 2 sweep point(s) are invalid, nothing was run" in proc.stderr
+    assert not list(tmp_path.rglob("results.csv"))
 
 
 def test_machine_then_matmul_then_a_roofline_over_three_experiments(tmp_path, small_sweep):
@@ -197,7 +200,7 @@ def test_machine_then_matmul_then_a_roofline_over_three_experiments(tmp_path, sm
     proc = run_app("-m", "experiment=matmul", "mmcase=square_256,attn_out_decode", "matmul.d_model=256",
                    f"hydra.sweep.dir={mm}", *common)
     assert proc.returncode == 0, proc.stderr
-    got = {(r["matmul.shape"], r["variant"]): r for job in mm.glob("[0-9]*") for r in read(job / "results.csv")}
+    got = {(r["matmul.shape"], r["variant"]): r for job in job_dirs(mm) for r in read(job / "results.csv")}
     assert len(got) == 4 and {r["status"] for r in got.values()} == {"ok"}
     sq = got[("square", "fp32")]
     assert int(sq["flops"]) == 2 * 256**3 and int(sq["bytes_moved"]) == 3 * 256 * 256 * 4

@@ -1,0 +1,78 @@
+"""What the framework costs per job, against bare Hydra measured in the same run.
+
+    python benchmarks/sweep_overhead.py [--points 40] [--big 500]
+
+1. Seconds per job of a 40-point sweep of the smallest KV point (one token, d_model 8, one
+   strategy) vs a bare Hydra app sweeping 40 no-op jobs: target ratio <= 1.3.
+2. Seconds from the command's start to the launch of the first job of a 500-point sweep: ours
+   (every point composed and validated first) vs bare Hydra (whose basic sweeper composes every
+   point before launching): target <= 10 s for ours.
+
+Wall-clock times of whole commands (interpreter start included), median of 3 runs for part 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
+BARE = [sys.executable, str(ROOT / "benchmarks" / "bare_hydra_app.py")]
+SMALLEST = ["kv.seq_len=1", "kv.d_model=8", "kv.n_heads=1", "kv.strategies=[prealloc]", "bench.repeats=5",
+            "bench.min_sample_s=0.0001", "bench.threads=1"]
+
+
+def verdict(ok: bool) -> str:
+    return "MEETS target" if ok else "MISSES target"
+
+
+def wall(cmd: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([*cmd, f"hydra.sweep.dir={tmp}/s"], cwd=ROOT, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def time_to_first_job(cmd: list[str], marker: str = "#0 :") -> float:
+    """Seconds until the launcher logs its first job, then the command is stopped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        proc = subprocess.Popen([*cmd, f"hydra.sweep.dir={tmp}/s"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            for line in proc.stdout:
+                if marker in line:
+                    return time.perf_counter() - start
+            raise RuntimeError(f"{' '.join(cmd[:3])} ... ended without launching a job")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=40)
+    parser.add_argument("--big", type=int, default=500)
+    args = parser.parse_args()
+    n = args.points
+    ours = statistics.median(wall([*RUN, "-m", f"seed=range({n})", *SMALLEST]) for _ in range(3)) / n
+    bare = statistics.median(wall([*BARE, "-m", f"+x=range({n})"]) for _ in range(3)) / n
+    print(f"1. {n}-point sweep: ours {ours * 1e3:.0f} ms per job (smallest KV point, validated, timed, CSVs "
+          f"written), bare Hydra {bare * 1e3:.0f} ms per no-op job -> ratio {ours / bare:.2f} "
+          f"(target <= 1.3: {verdict(ours / bare <= 1.3)})")
+
+    ours_start = time_to_first_job([*RUN, "-m", f"seed=range({args.big})", *SMALLEST])
+    bare_start = time_to_first_job([*BARE, "-m", f"+x=range({args.big})"])
+    print(f"2. {args.big}-point sweep, start to first job: ours {ours_start:.1f} s (all points validated), "
+          f"bare Hydra {bare_start:.1f} s (target <= 10 s for ours: {verdict(ours_start <= 10)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

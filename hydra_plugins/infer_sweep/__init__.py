@@ -1,0 +1,1 @@
+"""infer-sweep's Hydra sweeper plugin (``hydra/sweeper=infer``)."""
