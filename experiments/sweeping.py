@@ -149,11 +149,18 @@ def check_points(points: list[SweepPoint], composer: _Composer) -> None:
 
 def launcher_concurrency(launcher_cfg: DictConfig | None, batch: int) -> int:
     """How many jobs the configured launcher runs at once: joblib's ``n_jobs``, SLURM's
-    ``array_parallelism``, the whole batch for submitit's local executor, 1 for the basic launcher."""
+    ``array_parallelism``, the whole batch for submitit's local executor, Ray's CPUs per task's
+    CPUs, 1 for the basic launcher."""
     if launcher_cfg is None:
         return 1
-    if "submitit" in str(launcher_cfg.get("_target_", "")) and "Local" in str(launcher_cfg.get("_target_", "")):
+    target = str(launcher_cfg.get("_target_", ""))
+    if "submitit" in target and "Local" in target:
         return batch
+    if "RayLauncher" in target:  # Ray runs as many tasks as its CPUs hold
+        ray = launcher_cfg.get("ray") or {}
+        cpus = (ray.get("init") or {}).get("num_cpus") or os.cpu_count() or 1
+        per_task = (ray.get("remote") or {}).get("num_cpus") or 1
+        return max(1, min(int(cpus) // int(per_task), batch))
     for key in ("n_jobs", "array_parallelism"):
         value = launcher_cfg.get(key)
         if isinstance(value, int):

@@ -131,3 +131,23 @@ def test_the_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.cpus_per_task, launcher.array_parallelism) == ("cpu", 2, 64)
+
+
+def test_launcher_concurrency():
+    from omegaconf import OmegaConf
+
+    from experiments.sweeping import launcher_concurrency
+
+    def conf(**kw):
+        return OmegaConf.create(kw)
+
+    cpus = os.cpu_count()
+    assert launcher_concurrency(conf(_target_="hydra._internal.core_plugins.basic_launcher.BasicLauncher"), 9) == 1
+    assert launcher_concurrency(conf(_target_="x.JoblibLauncher", n_jobs=3), 9) == 3
+    assert launcher_concurrency(conf(_target_="x.JoblibLauncher", n_jobs=-1), 99) == cpus
+    assert launcher_concurrency(conf(_target_="x.JoblibLauncher", n_jobs=8), 2) == 2
+    assert launcher_concurrency(conf(_target_="hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+                                     tasks_per_node=1), 7) == 7
+    assert launcher_concurrency(conf(_target_="x.SlurmLauncher", array_parallelism=64), 10) == 10
+    ray = conf(_target_="x.RayLauncher", ray={"init": {"num_cpus": 8}, "remote": {"num_cpus": 2}})
+    assert launcher_concurrency(ray, 10) == 4
