@@ -8,6 +8,7 @@ under, a dataclass schema, the metric columns it writes, and one function
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 from infer_core.memory import available_bytes
-from infer_core.timing import TimeBudgetExceeded, Timing
+from infer_core.timing import TimeBudgetExceeded, Timing, measure
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,12 @@ class BenchConfig:
             f"bench.threads={self.threads} must be >= 1 or null",
         )
 
+    def measure(self, fn: Callable[[], object], started: float) -> Timing:
+        """Time ``fn`` with these settings, within what is left of the budget of a variant
+        that started at ``started`` (a ``time.perf_counter()`` value)."""
+        return measure(fn, warmup=self.warmup, repeats=self.repeats, min_sample_s=self.min_sample_s,
+                       max_seconds=self.max_seconds - (time.perf_counter() - started))
+
 
 def check_fits(key: str, parts: dict[str, int], advice: str) -> None:
     """Raise :class:`ConfigError` before allocating when ``parts`` (bytes by name) would not fit."""
@@ -107,13 +114,17 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}"
 
 
-def run_variant(variant: str, fn: Callable[[], VariantResult]) -> VariantResult:
-    """Call ``fn``; a time budget overrun becomes ``skipped``, any other exception ``failed``."""
+def run_variant(variant: str, fn: Callable[[], VariantResult], bench: BenchConfig | None = None) -> VariantResult:
+    """Call ``fn``; a time budget overrun becomes ``skipped`` (the reason names
+    ``bench.max_seconds``), any other exception ``failed``."""
     try:
         return fn()
     except TimeBudgetExceeded as exc:
-        log.warning("%s skipped: %s", variant, exc)
-        return VariantResult(variant, status="skipped", error=" ".join(str(exc).split()))
+        reason = " ".join(str(exc).split())
+        if bench is not None:
+            reason = f"over bench.max_seconds={bench.max_seconds:g}: {reason}"
+        log.warning("%s skipped: %s", variant, reason)
+        return VariantResult(variant, status="skipped", error=reason)
     except Exception as exc:
         log.error("%s failed:\n%s", variant, traceback.format_exc())
         return VariantResult(variant, status="failed", error=one_line(exc))

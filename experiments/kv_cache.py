@@ -34,7 +34,6 @@ from infer_core.decode import (
 )
 from infer_core.kv_cache import Strategy, kv_cache_bytes
 from infer_core.memory import peak_rss_bytes, reset_peak_rss
-from infer_core.timing import TimeBudgetExceeded, measure
 
 KEY = "kv"
 
@@ -161,13 +160,7 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             raise RuntimeError(f"counted {counted} (per layer {counts.kv_projections}) != formulas {expected}")
         err = float(np.max(np.abs(y.astype(np.float64) - ref)))
         cache = make_cache(strategy, shape, b, p + n)  # allocated once, outside the timed region
-        timing = measure(
-            lambda: generate(model, x, p, strategy, cache=cache),
-            warmup=bench.warmup,
-            repeats=bench.repeats,
-            min_sample_s=bench.min_sample_s,
-            max_seconds=bench.max_seconds - (time.perf_counter() - start),
-        )
+        timing = bench.measure(lambda: generate(model, x, p, strategy, cache=cache), start)
         median = timing.median
         cached = strategy is not Strategy.recompute
         metrics = {
@@ -185,13 +178,7 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         }
         return VariantResult(strategy.value, metrics, timings={"generate": timing})
 
-    def budgeted(strategy: Strategy) -> VariantResult:
-        try:
-            return one(strategy)
-        except TimeBudgetExceeded as exc:
-            raise TimeBudgetExceeded(f"over bench.max_seconds={bench.max_seconds:g}: {exc}") from None
-
-    results = [run_variant(s.value, lambda s=s: budgeted(s)) for s in cfg.strategies]
+    results = [run_variant(s.value, lambda s=s: one(s), bench) for s in cfg.strategies]
     base = next((r for r in results if r.variant == "recompute" and r.status == "ok"), None)
     for r in results:
         if r.status == "ok" and base is not None:

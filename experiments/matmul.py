@@ -28,7 +28,6 @@ from experiments.base import (
 )
 from infer_core.machine import reference, roofline
 from infer_core.matmul import OPS, WEIGHTS, bytes_moved, dequant_matmul, op_shape, quantize_weights, weight_bytes
-from infer_core.timing import TimeBudgetExceeded, measure
 
 KEY = "matmul"
 Shape = Enum("Shape", {name: name for name in OPS})
@@ -120,11 +119,7 @@ def run(cfg: MatmulConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
             wq = quantize_weights(w)
             fn = lambda: dequant_matmul(x, wq)  # noqa: E731
         err = float(np.max(np.abs(fn().astype(np.float64) - y_ref))) / scale
-        try:
-            timing = measure(fn, warmup=bench.warmup, repeats=bench.repeats, min_sample_s=bench.min_sample_s,
-                             max_seconds=bench.max_seconds - (time.perf_counter() - start))
-        except TimeBudgetExceeded as exc:
-            raise TimeBudgetExceeded(f"over bench.max_seconds={bench.max_seconds:g}: {exc}") from None
+        timing = bench.measure(fn, start)
         moved = sum(bytes_moved(g, x.itemsize, weights).values())
         gflops = g.flops / timing.median / 1e9
         roof = roofline(g.flops, moved, peak, ref.bandwidth_gbps)
@@ -149,7 +144,7 @@ def run(cfg: MatmulConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
         }
         return VariantResult(weights, metrics, timings={"matmul": timing})
 
-    return [run_variant(wt.value, lambda wt=wt: one(wt.value)) for wt in cfg.weights]
+    return [run_variant(wt.value, lambda wt=wt: one(wt.value), bench) for wt in cfg.weights]
 
 
 def summary(results: list[VariantResult]) -> str:

@@ -24,7 +24,6 @@ from infer_core.quant import (
     quantize,
     synthetic_weights,
 )
-from infer_core.timing import TimeBudgetExceeded, measure
 
 KEY = "quant"
 #: Nominal arithmetic of a quantize kernel per weight (max, min, scale, round): places it on the
@@ -142,16 +141,8 @@ def run(cfg: QuantConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         errors = error_metrics(w, w_hat)
         cos = output_cosine(w, w_hat, x)
 
-        def timed(fn):
-            left = bench.max_seconds - (time.perf_counter() - start)
-            try:
-                return measure(fn, warmup=bench.warmup, repeats=bench.repeats,
-                               min_sample_s=bench.min_sample_s, max_seconds=left)
-            except TimeBudgetExceeded as exc:
-                raise TimeBudgetExceeded(f"over bench.max_seconds={bench.max_seconds:g}: {exc}") from None
-
-        t_q = timed(lambda: quantize(w, spec))
-        t_d = timed(qt.dequantize)
+        t_q = bench.measure(lambda: quantize(w, spec), start)
+        t_d = bench.measure(qt.dequantize, start)
         fp32 = w.nbytes
         metrics = {
             "bits_per_weight": qt.bits_per_weight,
@@ -180,7 +171,7 @@ def run(cfg: QuantConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         return VariantResult(spec.label, metrics, timings={"quantize": t_q, "dequantize": t_d},
                              sidecars=sidecars)
 
-    return [run_variant(spec.label, one)]
+    return [run_variant(spec.label, one, bench)]
 
 
 def summary(results: list[VariantResult]) -> str:
