@@ -122,7 +122,7 @@ class _Composer:
                 OmegaConf.set_struct(cfg, True)
                 self.cache[structural] = cfg
             except Exception as exc:  # any composition failure makes the point invalid
-                self.cache[structural] = " ".join(str(exc).split())
+                self.cache[structural] = " ".join(str(exc).split("Config search path:")[0].split())
         return self.cache[structural]
 
 
