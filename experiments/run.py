@@ -44,6 +44,25 @@ def job_info(hc, cfg: DictConfig) -> JobInfo:
     )
 
 
+def with_inferred_experiment(argv: list[str]) -> list[str]:
+    """Add ``experiment=NAME`` when the overrides set knobs of exactly one other experiment.
+
+    ``run.py -m quant.bits=8,4`` then means the quantization experiment, as it reads. Nothing is
+    added when an experiment, a sweep preset or another config (``--config-name``) is named.
+    """
+    args = argv[1:]
+    if any(a.startswith(("-cn", "--config-name", "-cd", "--config-dir")) for a in args):
+        return argv
+    keys = [a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")]
+    if any(k in ("experiment", "sweep") for k in keys):
+        return argv
+    prefixes = {k.split(".", 1)[0] for k in keys}
+    named = [e.name for e in registry.EXPERIMENTS.values() if e.key in prefixes]
+    if len(named) != 1:
+        return argv
+    return [*argv, f"experiment={named[0]}"]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer_sweep")
 def main(cfg: DictConfig) -> None:
     OUTCOMES.append(run_point(cfg, job_info(HydraConfig.get(), cfg)))
@@ -61,5 +80,6 @@ def finish(outcomes: list[PointOutcome]) -> int:
 
 
 if __name__ == "__main__":
+    sys.argv = with_inferred_experiment(sys.argv)
     main()
     sys.exit(finish(OUTCOMES))

@@ -117,3 +117,15 @@ def test_quantization_method_presets_set_their_keys():
     assert point.knobs.spec.label == "int4 symmetric per_group g32"
     point = validate(composed("experiment=quantization", "qmethod=q4_k", "quant.cols=1024"))
     assert point.knobs.spec.label == "q4_k" and point.knobs.cols == 1024
+
+
+def test_the_experiment_is_inferred_from_its_knobs():
+    from experiments.run import with_inferred_experiment as infer
+
+    assert infer(["run.py", "-m", "quant.granularity=a,b", "quant.bits=8,4"])[-1] == "experiment=quantization"
+    assert infer(["run.py", "-m", "bench.threads=1,2", "matmul.size=256,512"])[-1] == "experiment=matmul"
+    assert infer(["run.py", "kv.d_model=128"])[-1] == "experiment=kv_cache"
+    for unchanged in (["run.py", "experiment=matmul", "quant.bits=4"], ["run.py", "sweep=seed_kv", "quant.bits=4"],
+                      ["run.py", "bench.threads=2"], ["run.py", "kv.seq_len=3", "quant.bits=4"],
+                      ["run.py", "--config-dir", "x", "--config-name", "config", "quant.bits=4"]):
+        assert infer(unchanged) == unchanged

@@ -135,15 +135,16 @@ def test_infer_core_stays_plain_numpy(module):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-QUANT_SMALL = ["experiment=quantization", "quant.rows=64", "quant.cols=256", "quant.group_size=32",
-               "quant.sample_pairs=500"]
+QUANT_KNOBS = ["quant.rows=64", "quant.cols=256", "quant.group_size=32", "quant.sample_pairs=500"]
+QUANT_SMALL = ["experiment=quantization", *QUANT_KNOBS]
 QUANT_PNGS = ("quant_weight_histogram.png", "quant_scatter.png", "quant_channel_error.png", "quant_storage.png",
               "quant_sqnr_vs_bits.png")
 
 
 def test_quantization_sweep_granularity_by_bits_and_its_report(tmp_path):
     sweep = tmp_path / "q"
-    proc = run_app("-m", *QUANT_SMALL, "quant.granularity=per_tensor,per_channel,per_group", "quant.bits=8,4",
+    # as the README writes it: the quant.* knobs select the quantization experiment
+    proc = run_app("-m", "quant.granularity=per_tensor,per_channel,per_group", "quant.bits=8,4", *QUANT_KNOBS,
                    f"hydra.sweep.dir={sweep}", *FAST_BENCH)
     assert proc.returncode == 0, proc.stderr
     rows = [r for job in job_dirs(sweep) for r in read(job / "results.csv")]
