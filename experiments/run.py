@@ -21,12 +21,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments import registry
 from experiments.runner import JobInfo, PointOutcome, run_point
 
 OUTCOMES: list[PointOutcome] = []  # filled by the jobs this process runs
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 registry.store_schemas()
 
@@ -58,9 +59,17 @@ def with_inferred_experiment(argv: list[str]) -> list[str]:
         return argv
     prefixes = {k.split(".", 1)[0] for k in keys}
     named = [e.name for e in registry.EXPERIMENTS.values() if e.key in prefixes]
-    if len(named) != 1:
+    if len(named) != 1 or named[0] == default_experiment():
         return argv
     return [*argv, f"experiment={named[0]}"]
+
+
+def default_experiment() -> str | None:
+    """The experiment the primary config chooses when none is named."""
+    for entry in OmegaConf.load(CONF / "infer_sweep.yaml").get("defaults", []):
+        if isinstance(entry, DictConfig) and "experiment" in entry:
+            return str(entry["experiment"])
+    return None
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer_sweep")
