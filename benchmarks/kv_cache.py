@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from infer_core.attention import DecoderShape, forward, init_decoder
+from infer_core.attention import DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, make_cache
 from infer_core.environment import blas_info, cpu_model
 from infer_core.machine import copy_bandwidth_gbps
@@ -43,7 +43,7 @@ def time_generate(d: int, heads: int, n: int, strategy: str, repeats: int = 5) -
     return measure(lambda: generate(model, x, 0, strategy, cache=cache), repeats=repeats).median
 
 
-def decode_step(d: int, heads: int, context: int) -> tuple[float, int]:
+def time_decode_step(d: int, heads: int, context: int) -> tuple[float, int]:
     """Median seconds of one decode step after ``context - 1`` cached tokens, and the bytes it reads."""
     shape = DecoderShape(d, heads)
     rng = np.random.default_rng(0)
@@ -51,11 +51,11 @@ def decode_step(d: int, heads: int, context: int) -> tuple[float, int]:
     x = rng.standard_normal((1, context, d), dtype=np.float32)
     cache = make_cache("prealloc", shape, 1, context)
     forward(model, x[:, : context - 1], cache)  # prefill
-    token = x[:, context - 1 :]
+    token = x[:, context - 1]
 
     def step() -> None:
         cache.length[:] = [context - 1] * shape.n_layers
-        forward(model, token, cache)
+        decode_step(model, token, cache)
 
     median = measure(step, repeats=7).median
     weights = sum(layer.w_qkv.nbytes + layer.w_o.nbytes for layer in model.layers)
@@ -91,7 +91,7 @@ def main() -> int:
             print(f"2. seq_len {long_n}, d_model {d}, {heads} heads: concat {con:.3f} s, prealloc {pre:.3f} s "
                   f"-> concat/prealloc {con / pre:.2f} (target >= 1: {verdict(pre <= con)})")
 
-        step, n_bytes = decode_step(4096, 32, ctx)
+        step, n_bytes = time_decode_step(4096, 32, ctx)
         bandwidth = copy_bandwidth_gbps()
         achieved = n_bytes / step / 1e9
         share = achieved / bandwidth

@@ -5,9 +5,10 @@ fused projection ``W_qkv`` of shape ``(d_model, d_model + 2 * d_kv)``. Heads are
 vectorized; grouped-query attention (GQA) lets query head ``h`` read KV head
 ``h // (n_heads // n_kv_heads)`` (GUIDE §6).
 
-``forward`` is the only forward pass: without a cache it is the full causal pass over
-the tokens given; with a cache it appends the new keys and values and attends over
-everything cached so far. Both a prefill and a one-token decode step are calls to it.
+``forward`` is the forward pass: without a cache it is the full causal pass over the tokens
+given; with a cache it appends the new keys and values and attends over everything cached so
+far (a prefill). ``decode_step`` is the same arithmetic for one token per sequence, written
+for the fewest NumPy calls, since a decode step at small widths costs its call overhead.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class DecoderShape:
 
 @dataclass
 class Layer:
-    """Weights of one block: fused ``w_qkv`` (d, d + 2 d_kv) and ``w_o`` (d, d)."""
+    """Weights of one block: fused ``w_qkv`` (d, d + 2 d_kv; the query block carries the
+    1/sqrt(d_head) attention scale) and ``w_o`` (d, d)."""
 
     w_qkv: np.ndarray
     w_o: np.ndarray
@@ -110,12 +112,17 @@ class Decoder:
 
 
 def init_decoder(shape: DecoderShape, rng: np.random.Generator) -> Decoder:
-    """Random weights N(0, 1/d_model) drawn from ``rng`` in the decoder's dtype."""
+    """Random weights N(0, 1/d_model) drawn from ``rng`` in the decoder's dtype.
+
+    The attention scale 1/sqrt(d_head) is folded into the query block of ``w_qkv``, as inference
+    engines do, so scores are plain dot products q·k.
+    """
     d, dtype = shape.d_model, np.dtype(shape.dtype)
     scale = dtype.type(1.0 / np.sqrt(d))
     layers = []
     for _ in range(shape.n_layers):
         w_qkv = rng.standard_normal((d, d + 2 * shape.d_kv), dtype=dtype) * scale
+        w_qkv[:, :d] *= dtype.type(1.0 / np.sqrt(shape.d_head))
         w_o = rng.standard_normal((d, d), dtype=dtype) * scale
         layers.append(Layer(w_qkv, w_o))
     return Decoder(shape, layers)
@@ -148,9 +155,9 @@ def causal_attention(
 ) -> np.ndarray:
     """Causal softmax attention of new queries over all keys, heads vectorized.
 
-    ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head);
-    ``k``, ``v``: (B, n_kv_heads, L, d_head). Query ``i`` sits at absolute position
-    ``offset + i`` and sees keys ``0 .. offset + i``. Returns (B, n_kv_heads, group, Tq, d_head).
+    ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head); ``k``, ``v``:
+    (B, n_kv_heads, L, d_head), views of a token-major cache are fine. Query ``i`` sits at
+    absolute position ``offset + i`` and sees keys ``0 .. offset + i``. Returns (B, n_kv_heads, group, Tq, d_head).
     Queries go in chunks of ``QUERY_CHUNK``, each against the keys up to its last position;
     only the chunk's own last ``tc`` keys can lie in some query's future, so only they are masked.
     """
@@ -186,20 +193,47 @@ def forward(
     """
     s = model.shape
     b, t, d = x.shape
-    hkv, g, dh, dkv = s.n_kv_heads, s.group, s.d_head, s.d_kv
-    scale = x.dtype.type(1.0 / np.sqrt(dh))
+    hkv, g, dh = s.n_kv_heads, s.group, s.d_head
     for i, layer in enumerate(model.layers):
-        h = rms_norm(x).reshape(b * t, d)
-        qkv = h @ layer.w_qkv  # (B*T, d + 2 d_kv)
-        q = (qkv[:, :d] * scale).reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
-        kv = qkv[:, d:].reshape(b, t, 2, hkv, dh).transpose(2, 0, 3, 1, 4)  # (2, B, Hkv, T, d_head)
+        qkv = rms_norm(x).reshape(b * t, d) @ layer.w_qkv  # (B*T, d + 2 d_kv)
+        q = qkv[:, :d].reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
+        kv = qkv[:, d:].reshape(b, t, 2, hkv, dh)  # token-major, as caches hold them
         if cache is not None:
             kv = cache.append(i, kv)
-        o = causal_attention(q, kv[0], kv[1], offset=kv.shape[3] - t, counts=counts)
+        k, v = kv[:, :, 0].transpose(0, 2, 1, 3), kv[:, :, 1].transpose(0, 2, 1, 3)  # (B, Hkv, L, d_head)
+        o = causal_attention(q, k, v, offset=kv.shape[1] - t, counts=counts)
         o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
         x = x + (o @ layer.w_o).reshape(b, t, d)
-        if counts is not None:
-            counts.kv_projections[i] += t
-            counts.flops += 2 * b * t * d * (d + 2 * dkv) + 2 * b * t * d * d
-            counts.bytes_read += layer.w_qkv.nbytes + layer.w_o.nbytes
+        _count(counts, i, layer, b, t)
     return x
+
+
+def decode_step(model: Decoder, x: np.ndarray, cache, counts: Counts | None = None) -> np.ndarray:
+    """One generated token per sequence: ``x`` (B, d_model) after the cached ones; returns (B, d_model).
+
+    The same arithmetic as :func:`forward` for one token, on 2-D arrays and with the fewest NumPy
+    calls: at small widths a decode step costs its call overhead, not its FLOPs.
+    """
+    s = model.shape
+    b, d = x.shape
+    hkv, g, dh = s.n_kv_heads, s.group, s.d_head
+    for i, layer in enumerate(model.layers):
+        qkv = rms_norm(x) @ layer.w_qkv  # (B, d + 2 d_kv)
+        kv = cache.append(i, qkv[:, d:].reshape(b, 1, 2, hkv, dh))  # (B, L, 2, Hkv, d_head)
+        scores = softmax_(qkv[:, :d].reshape(b, hkv, g, dh) @ kv[:, :, 0].transpose(0, 2, 3, 1))  # (B,Hkv,G,L)
+        o = scores @ kv[:, :, 1].transpose(0, 2, 1, 3)  # (B, Hkv, G, d_head)
+        x = x + o.reshape(b, d) @ layer.w_o
+        if counts is not None:
+            counts.flops += 4 * b * d * kv.shape[1]
+            counts.bytes_read += 2 * b * hkv * kv.shape[1] * dh * kv.itemsize
+        _count(counts, i, layer, b, 1)
+    return x
+
+
+def _count(counts: Counts | None, i: int, layer: Layer, b: int, t: int) -> None:
+    """Projections of ``t`` tokens through block ``i``: K/V projections, FLOPs, weight bytes."""
+    if counts is not None:
+        d, width = layer.w_qkv.shape
+        counts.kv_projections[i] += t
+        counts.flops += 2 * b * t * d * width + 2 * b * t * d * d
+        counts.bytes_read += layer.w_qkv.nbytes + layer.w_o.nbytes

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from infer_core.attention import QUERY_CHUNK, Counts, Decoder, DecoderShape, forward
+from infer_core.attention import QUERY_CHUNK, Counts, Decoder, DecoderShape, decode_step, forward
 from infer_core.kv_cache import ConcatCache, PreallocCache, Strategy
 from infer_core.timing import TimeBudgetExceeded
 
@@ -64,8 +64,7 @@ def generate(
     if prompt_len:
         forward(model, x[:, :prompt_len], cache, counts)
     for i in range(n):
-        pos = prompt_len + i
-        out[:, i] = forward(model, x[:, pos : pos + 1], cache, counts)[:, 0]
+        out[:, i] = decode_step(model, x[:, prompt_len + i], cache, counts)
         _check_deadline(deadline, i, n, strategy)
     return out
 

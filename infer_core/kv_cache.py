@@ -1,7 +1,8 @@
 """KV caches (grown by concatenation, or preallocated) and the KV-cache memory calculator.
 
-A cache holds, per layer, keys and values stacked as one array laid out
-(2, batch, n_kv_heads, tokens, d_head): index 0 the keys, 1 the values.
+A cache holds, per layer, keys and values token-major, as one array laid out
+(batch, tokens, 2, n_kv_heads, d_head): index 0 of axis 2 the keys, 1 the values. One token's
+keys and values are then one contiguous run, exactly as the projection writes them.
 ``append(layer, kv)`` adds the new tokens and returns everything cached so far.
 """
 
@@ -36,7 +37,7 @@ class ConcatCache:
 
     def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
         old = self.kv[layer]
-        self.kv[layer] = np.ascontiguousarray(kv) if old is None else np.concatenate([old, kv], axis=3)
+        self.kv[layer] = np.ascontiguousarray(kv) if old is None else np.concatenate([old, kv], axis=1)
         if self.counts is not None:
             self.counts.cache_bytes_copied += self.kv[layer].nbytes
         return self.kv[layer]
@@ -48,7 +49,7 @@ class PreallocCache:
     def __init__(
         self, shape: DecoderShape, batch: int, max_len: int, counts: Counts | None = None
     ) -> None:
-        dims = (shape.n_layers, 2, batch, shape.n_kv_heads, max_len, shape.d_head)
+        dims = (shape.n_layers, batch, max_len, 2, shape.n_kv_heads, shape.d_head)
         self.kv = np.empty(dims, dtype=shape.dtype)
         self.max_len = max_len
         self.counts = counts
@@ -59,14 +60,14 @@ class PreallocCache:
 
     def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
         start = self.length[layer]
-        end = start + kv.shape[3]
+        end = start + kv.shape[1]
         if end > self.max_len:
             raise ValueError(f"PreallocCache holds {self.max_len} tokens; appending would make {end}")
-        self.kv[layer, :, :, :, start:end] = kv
+        self.kv[layer, :, start:end] = kv
         self.length[layer] = end
         if self.counts is not None:
             self.counts.cache_bytes_copied += kv.nbytes
-        return self.kv[layer, :, :, :, :end]
+        return self.kv[layer, :, :end]
 
 
 def kv_cache_bytes(

@@ -31,7 +31,7 @@ def naive_forward(model, x: np.ndarray) -> np.ndarray:
                 kh = k[bi, :, kvh * s.d_head : (kvh + 1) * s.d_head]
                 vh = v[bi, :, kvh * s.d_head : (kvh + 1) * s.d_head]
                 for i in range(t):
-                    scores = kh[: i + 1] @ qh[i] / np.sqrt(s.d_head)
+                    scores = kh[: i + 1] @ qh[i]  # 1/sqrt(d_head) is folded into W_q by init_decoder
                     p = np.exp(scores - scores.max())
                     o[bi, i, head * s.d_head : (head + 1) * s.d_head] = (p / p.sum()) @ vh[: i + 1]
         x = x + o @ w_o
@@ -103,9 +103,9 @@ def test_prealloc_cache_reuse_and_overflow():
     first = generate(model, x, 2, "prealloc", cache=cache)
     second = generate(model, x, 2, "prealloc", cache=cache)  # reset, not reallocated
     np.testing.assert_array_equal(first, second)
-    assert isinstance(cache, PreallocCache) and cache.kv.shape == (2, 2, 1, 2, 6, 8)
+    assert isinstance(cache, PreallocCache) and cache.kv.shape == (2, 1, 6, 2, 2, 8)
     with pytest.raises(ValueError, match="holds 6 tokens"):
-        cache.append(0, np.zeros((2, 1, 2, 1, 8), np.float32))
+        cache.append(0, np.zeros((1, 1, 2, 2, 8), np.float32))
 
 
 def test_rms_norm_and_shape_validation():
