@@ -1,10 +1,11 @@
-"""infer-sweep's NumPy library: attention and KV caches, timing, environment capture.
+"""infer-sweep's NumPy library: attention and KV caches, quantization (``infer_core.quant``),
+matrix products and the machine's roofline, timing, environment capture.
 
 Plain NumPy (plus threadpoolctl): no Hydra, pandas or plotting here, so every routine
 is usable from a Python shell.
 """
 
-from infer_core.attention import Counts, Decoder, DecoderShape, forward, init_decoder
+from infer_core.attention import Counts, Decoder, DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, reference_outputs
 from infer_core.kv_cache import MODEL_PRESETS, Strategy, kv_cache_bytes
 from infer_core.timing import TimeBudgetExceeded, Timing, measure
@@ -17,6 +18,7 @@ __all__ = [
     "Strategy",
     "TimeBudgetExceeded",
     "Timing",
+    "decode_step",
     "forward",
     "generate",
     "init_decoder",
