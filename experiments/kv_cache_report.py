@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from experiments.plotting import save_figure, theme
-from experiments.tables import markdown_table
+from experiments.tables import config_columns, markdown_table
 from infer_core.decode import expected_kv_projections
 
 SEQ = "kv.seq_len"
@@ -32,7 +32,7 @@ IGNORED = {SEQ, "kv.strategies"}
 
 def _setting(df: pd.DataFrame) -> pd.Series | None:
     """A label for each row built from the config columns that vary, other than seq_len."""
-    cols = [c for c in df.columns if (c == "seed" or "." in c) and c not in IGNORED]
+    cols = [c for c in config_columns(df) if c not in IGNORED]
     vary = [c for c in cols if df[c].astype(str).nunique() > 1]
     if not vary:
         return None

@@ -26,7 +26,7 @@ import pandas as pd
 
 from experiments import registry, roofline_report
 from experiments.results import ENVIRONMENT, IDENTITY, RESULTS, SCHEMA_VERSION
-from experiments.tables import fmt, markdown_table
+from experiments.tables import config_columns, fmt, markdown_table
 from infer_core.files import write_text_atomic
 from infer_core.machine import DEFAULT_CACHE
 
@@ -73,11 +73,6 @@ def load(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     if not frames:
         raise ReportError("no results.csv this report can read" + "".join(f"\n  {s}" for s in skipped))
     return pd.concat(frames, ignore_index=True, sort=False), skipped
-
-
-def config_columns(df: pd.DataFrame) -> list[str]:
-    """The flattened config columns (``seed``, ``bench.*``, ``<key>.*``), in file order."""
-    return [c for c in df.columns if c == "seed" or "." in c]
 
 
 def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:

@@ -197,16 +197,21 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
         shown = tuple(o for o in p.overrides if not o.startswith(RUN_CONTROL))
         return JobInfo(sweep_dir / p.name, shown, p.index, run_id, concurrency)
 
+    known: dict[int, PointOutcome] = {}  # outcomes settled before launching: invalid or already complete
     for p in invalid:
         experiment = str(p.config.get("experiment", "")) if p.config is not None else ""
-        record_invalid(job(p), p.config, experiment, p.error)
+        known[p.index] = record_invalid(job(p), p.config, experiment, p.error)
 
     todo, done = [], []
     for p in points:
         if p.error:
             continue
         previous = read_outcome(job(p)) if settings.resume else None
-        (done if previous is not None and previous.status == "ok" else todo).append(p)
+        if previous is not None and previous.status == "ok":
+            known[p.index] = previous
+            done.append(p)
+        else:
+            todo.append(p)
     if done:
         log.info("skipping %d complete point(s) already in %s (sweep.resume=false recomputes them)", len(done),
                  sweep_dir)
@@ -224,7 +229,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
             log.error("the launcher failed: %s", exc)
             launch_errors.append(" ".join(str(exc).split()))
 
-    outcomes = [outcome_of(job(p), launch_errors) for p in points]
+    outcomes = [known.get(p.index) or outcome_of(job(p), launch_errors) for p in points]
     finish(outcomes, skipped=len(done))
     return returns
 

@@ -162,12 +162,6 @@ def causal_attention(
     only the chunk's own last ``tc`` keys can lie in some query's future, so only they are masked.
     """
     b, hkv, g, tq, dh = q.shape
-    if tq == 1:  # a decode step: one query that sees every key, no mask, no chunks
-        s = softmax_(q.reshape(b, hkv, g, dh) @ k.swapaxes(-1, -2))  # (B, Hkv, G, L)
-        if counts is not None:
-            counts.flops += 4 * b * hkv * g * k.shape[2] * dh
-            counts.bytes_read += 2 * b * hkv * k.shape[2] * dh * k.itemsize
-        return (s @ v).reshape(b, hkv, g, 1, dh)
     chunks = []
     for c0 in range(0, tq, QUERY_CHUNK):
         c1 = min(tq, c0 + QUERY_CHUNK)
