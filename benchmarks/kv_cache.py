@@ -8,8 +8,11 @@
    (weights + cache), the GB/s achieved, and that as a share of a STREAM-style copy bandwidth
    measured here: target >= 60%.
 
-Every figure is a median of the timing harness (warm-up, calibrated samples).
-``--quick`` shrinks the sizes to check that the script runs (its ratios are not the targets').
+Each comparison is timed interleaved (``measure_interleaved``: one sample of each side per
+round, after warm-up and calibration), and its figure is the median of the per-round ratios,
+printed with their quartiles: on a shared machine whose speed drifts from second to second, the
+drift then cancels within each round. ``--quick`` shrinks the sizes to check that the script
+runs (its ratios are not the targets').
 """
 
 from __future__ import annotations
@@ -26,25 +29,32 @@ from threadpoolctl import threadpool_limits
 from infer_core.attention import DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, make_cache
 from infer_core.environment import blas_info, cpu_model
-from infer_core.machine import copy_bandwidth_gbps
-from infer_core.timing import measure
+from infer_core.machine import copy_kernel
+from infer_core.timing import measure_interleaved, paired_ratios
 
 
 def verdict(ok: bool) -> str:
     return "MEETS target" if ok else "MISSES target"
 
 
-def time_generate(d: int, heads: int, n: int, strategy: str, repeats: int = 5) -> float:
+def spread(ratios: np.ndarray, fmt: str = ".2f", suffix: str = "") -> str:
+    """``median (quartiles q1-q3, n rounds)`` of per-round ratios."""
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return f"{med:{fmt}}{suffix} (quartiles {q1:{fmt}}-{q3:{fmt}}{suffix}, {len(ratios)} rounds)"
+
+
+def generate_fn(d: int, heads: int, n: int, strategy: str):
+    """A call generating ``n`` tokens with ``strategy`` (its cache allocated once, outside the call)."""
     shape = DecoderShape(d, heads)
     rng = np.random.default_rng(0)
     model = init_decoder(shape, rng)
     x = rng.standard_normal((1, n, d), dtype=np.float32)
     cache = make_cache(strategy, shape, 1, n)
-    return measure(lambda: generate(model, x, 0, strategy, cache=cache), repeats=repeats).median
+    return lambda: generate(model, x, 0, strategy, cache=cache)
 
 
-def time_decode_step(d: int, heads: int, context: int) -> tuple[float, int]:
-    """Median seconds of one decode step after ``context - 1`` cached tokens, and the bytes it reads."""
+def decode_step_fn(d: int, heads: int, context: int):
+    """A call of one decode step after ``context - 1`` cached tokens, and the bytes it must read."""
     shape = DecoderShape(d, heads)
     rng = np.random.default_rng(0)
     model = init_decoder(shape, rng)
@@ -57,10 +67,9 @@ def time_decode_step(d: int, heads: int, context: int) -> tuple[float, int]:
         cache.length[:] = [context - 1] * shape.n_layers
         decode_step(model, token, cache)
 
-    median = measure(step, repeats=7).median
     weights = sum(layer.w_qkv.nbytes + layer.w_o.nbytes for layer in model.layers)
     kv = 2 * shape.n_layers * context * shape.d_kv * shape.itemsize
-    return median, weights + kv
+    return step, weights + kv
 
 
 def main() -> int:
@@ -68,6 +77,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads for parts 2 and 3 (default: the library's); part 1 runs on 1 and on these")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per comparison")
     args = parser.parse_args()
     long_n, big_d, ctx = (512, 128, 256) if args.quick else (4096, 512, 2048)
     with threadpool_limits(args.threads, user_api="blas"):
@@ -77,27 +87,33 @@ def main() -> int:
         for threads in sorted({1, blas["blas_threads"]}):  # threads change recompute's mid-size products
             with threadpool_limits(threads, user_api="blas"):
                 label = f"{blas_info()['blas_threads']} BLAS thread(s)"
-                rec = time_generate(64, 4, 500, "recompute")
-                pre = time_generate(64, 4, 500, "prealloc")
-            ratio = rec / pre
-            print(f"1. seq_len 500, d_model 64, 4 heads, {label}: recompute {rec * 1e3:.1f} ms, prealloc "
-                  f"{pre * 1e3:.2f} ms ({pre / 500 * 1e6:.1f} us/token) -> prealloc {ratio:.1f}x faster "
-                  f"(target >= 50x: {verdict(ratio >= 50)})")
+                t = measure_interleaved({s: generate_fn(64, 4, 500, s) for s in ("recompute", "prealloc")},
+                                        repeats=args.repeats)
+            ratio = paired_ratios(t["recompute"], t["prealloc"])
+            pre = t["prealloc"].median
+            print(f"1. seq_len 500, d_model 64, 4 heads, {label}: recompute {t['recompute'].median * 1e3:.1f} ms, "
+                  f"prealloc {pre * 1e3:.2f} ms ({pre / 500 * 1e6:.1f} us/token) (medians) -> prealloc faster by "
+                  f"{spread(ratio, '.1f', 'x')} (target >= 50x: {verdict(np.median(ratio) >= 50)})")
 
         for d in (64, big_d):
             heads = max(4, d // 64)
-            con = time_generate(d, heads, long_n, "concat")
-            pre = time_generate(d, heads, long_n, "prealloc")
-            print(f"2. seq_len {long_n}, d_model {d}, {heads} heads: concat {con:.3f} s, prealloc {pre:.3f} s "
-                  f"-> concat/prealloc {con / pre:.2f} (target >= 1: {verdict(pre <= con)})")
+            t = measure_interleaved({s: generate_fn(d, heads, long_n, s) for s in ("concat", "prealloc")},
+                                    repeats=args.repeats)
+            ratio = paired_ratios(t["concat"], t["prealloc"])
+            print(f"2. seq_len {long_n}, d_model {d}, {heads} heads: concat {t['concat'].median:.3f} s, prealloc "
+                  f"{t['prealloc'].median:.3f} s (medians) -> concat/prealloc {spread(ratio)}, lowest round "
+                  f"{ratio.min():.2f} (target >= 1, prealloc never slower: {verdict(np.median(ratio) >= 1)})")
 
-        step, n_bytes = time_decode_step(4096, 32, ctx)
-        bandwidth = copy_bandwidth_gbps()
-        achieved = n_bytes / step / 1e9
-        share = achieved / bandwidth
-        print(f"3. decode step, d_model 4096, 32 heads, context {ctx}: {step * 1e3:.1f} ms per token, "
-              f"reads {n_bytes / 2**20:.0f} MiB (weights + cache) -> {achieved:.1f} GB/s; "
-              f"copy bandwidth {bandwidth:.1f} GB/s; share {share:.0%} (target >= 60%: {verdict(share >= 0.6)})")
+        step, n_bytes = decode_step_fn(4096, 32, ctx)
+        with copy_kernel() as copy:
+            t = measure_interleaved({"step": step, "copy": copy}, repeats=args.repeats)
+            copy_bytes = copy.n_bytes
+        share = (n_bytes / t["step"].per_call_s) / (copy_bytes / t["copy"].per_call_s)
+        achieved, bandwidth = n_bytes / t["step"].median / 1e9, copy_bytes / t["copy"].median / 1e9
+        print(f"3. decode step, d_model 4096, 32 heads, context {ctx}: {t['step'].median * 1e3:.1f} ms per token, "
+              f"reads {n_bytes / 2**20:.0f} MiB (weights + cache) -> {achieved:.1f} GB/s; copy bandwidth "
+              f"{bandwidth:.1f} GB/s (medians); share {spread(100 * share, '.0f', '%')} "
+              f"(target >= 60%: {verdict(np.median(share) >= 0.6)})")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Quantization benchmark: speed against baselines timed in the same run.
 
-    python benchmarks/quant.py [--size 4096]
+    python benchmarks/quant.py [--size 4096] [--repeats 15]
 
 1. Our Q8_0 and Q4_0 quantizers vs llama.cpp's gguf-py (``gguf.quants.quantize``) on a
    4096x4096 float32 matrix, bytes checked identical: target >= 2x faster.
@@ -9,7 +9,10 @@
    traffic the operation must make (copy: read + write; quantize: read the float32 weights +
    write the int8 codes and scales).
 
-Timings are medians of the harness (warm-up, calibrated samples, GC off); BLAS plays no part.
+Each comparison is timed interleaved (``measure_interleaved``: one sample of each side per
+round, warm-up and calibration first, GC off), and its figure is the median of the per-round
+ratios, printed with their quartiles: on a shared machine whose speed drifts from second to
+second, the drift then cancels within each round. BLAS plays no part.
 """
 
 from __future__ import annotations
@@ -24,19 +27,25 @@ import numpy as np
 from gguf import GGMLQuantizationType, quants
 
 from infer_core.environment import cpu_model
-from infer_core.machine import copy_bandwidth_gbps
+from infer_core.machine import copy_kernel
 from infer_core.quant import quantize_gguf, quantize_uniform
-from infer_core.timing import measure
+from infer_core.timing import measure_interleaved, paired_ratios
 
 
 def verdict(ok: bool) -> str:
     return "MEETS target" if ok else "MISSES target"
 
 
+def spread(ratios: np.ndarray, fmt: str = ".2f", suffix: str = "") -> str:
+    """``median (q1-q3)`` of per-round ratios."""
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return f"{med:{fmt}}{suffix} (quartiles {q1:{fmt}}-{q3:{fmt}}{suffix}, {len(ratios)} rounds)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="rows = cols of the matrix")
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per comparison")
     args = parser.parse_args()
     n = args.size
     w = np.random.default_rng(0).normal(0, 0.02, (n, n)).astype(np.float32)
@@ -45,21 +54,26 @@ def main() -> int:
     for fmt in ("q8_0", "q4_0"):
         qtype = getattr(GGMLQuantizationType, fmt.upper())
         same = np.array_equal(quantize_gguf(w, fmt), quants.quantize(w, qtype))
-        ref = measure(lambda qtype=qtype: quants.quantize(w, qtype), repeats=args.repeats).median
-        ours = measure(lambda fmt=fmt: quantize_gguf(w, fmt), repeats=args.repeats).median
-        print(f"1. {fmt}: gguf-py {ref * 1e3:.1f} ms, ours {ours * 1e3:.1f} ms -> {ref / ours:.2f}x faster, "
-              f"bytes identical: {same} (target >= 2x: {verdict(ref / ours >= 2 and same)})")
+        t = measure_interleaved({"gguf": lambda qtype=qtype: quants.quantize(w, qtype),
+                                 "ours": lambda fmt=fmt: quantize_gguf(w, fmt)}, repeats=args.repeats)
+        ratio = paired_ratios(t["gguf"], t["ours"])
+        print(f"1. {fmt}: gguf-py {t['gguf'].median * 1e3:.1f} ms, ours {t['ours'].median * 1e3:.1f} ms (medians); "
+              f"ours faster by {spread(ratio, suffix='x')}; bytes identical: {same} "
+              f"(target >= 2x: {verdict(np.median(ratio) >= 2 and same)})")
 
-    copy = copy_bandwidth_gbps(threads=1)  # the quantizer runs on one thread: so does the copy
-    t = measure(lambda: quantize_uniform(w, 8, "symmetric", "per_channel"), repeats=args.repeats)
     q = quantize_uniform(w, 8, "symmetric", "per_channel")
     traffic = w.nbytes + q.nbytes
-    gbps = traffic / t.median / 1e9
-    best = traffic / float(t.per_call_s.min()) / 1e9
-    print(f"2. int8 symmetric per-channel: median {t.median * 1e3:.1f} ms; reads {w.nbytes / 2**20:.0f} MiB + writes "
-          f"{q.nbytes / 2**20:.1f} MiB -> {gbps:.2f} GB/s ({w.nbytes / t.median / 1e9:.2f} GB/s of input); "
-          f"STREAM copy (1 thread, like the quantizer; best of 10) {copy:.1f} GB/s; share {gbps / copy:.0%} "
-          f"(target >= 35%: {verdict(gbps / copy >= 0.35)}); best sample {best:.2f} GB/s, {best / copy:.0%} of copy")
+    with copy_kernel(threads=1) as copy:  # the quantizer runs on one thread: so does the copy
+        t = measure_interleaved({"copy": copy, "quantize": lambda: quantize_uniform(w, 8, "symmetric", "per_channel")},
+                                repeats=args.repeats)
+        copy_bytes = copy.n_bytes
+    share = (traffic / t["quantize"].per_call_s) / (copy_bytes / t["copy"].per_call_s)
+    gbps, copy_gbps = traffic / t["quantize"].median / 1e9, copy_bytes / t["copy"].median / 1e9
+    print(f"2. int8 symmetric per-channel: median {t['quantize'].median * 1e3:.1f} ms; "
+          f"reads {w.nbytes / 2**20:.0f} MiB + writes {q.nbytes / 2**20:.1f} MiB -> {gbps:.2f} GB/s; "
+          f"STREAM copy (1 thread, like the quantizer) "
+          f"median {copy_gbps:.1f} GB/s; share {spread(100 * share, '.0f', '%')} "
+          f"(target >= 35%: {verdict(np.median(share) >= 0.35)})")
     return 0
 
 

@@ -8,7 +8,7 @@ is usable from a Python shell.
 from infer_core.attention import Counts, Decoder, DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, reference_outputs
 from infer_core.kv_cache import MODEL_PRESETS, Strategy, kv_cache_bytes
-from infer_core.timing import TimeBudgetExceeded, Timing, measure
+from infer_core.timing import TimeBudgetExceeded, Timing, measure, measure_interleaved, paired_ratios
 
 __all__ = [
     "MODEL_PRESETS",
@@ -24,5 +24,7 @@ __all__ = [
     "init_decoder",
     "kv_cache_bytes",
     "measure",
+    "measure_interleaved",
+    "paired_ratios",
     "reference_outputs",
 ]

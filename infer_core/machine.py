@@ -92,31 +92,60 @@ def stream_bytes() -> int:
     return max(4 * last_level_cache_bytes(), 128 * 2**20)
 
 
-def _stream(kernel: Callable[[slice], None], n: int, threads: int, repeats: int) -> float:
-    """Best seconds of ``kernel`` over [0, n), split into ``threads`` contiguous parts run at once.
+class StreamKernel:
+    """A STREAM-style kernel over ``[0, n)``, split into ``threads`` contiguous parts run at once.
 
-    NumPy releases the GIL inside each copy or reduction, so the parts stream in parallel, as
-    the BLAS threads of a GEMV do.
+    Calling it runs the kernel once over the whole range; ``n_bytes`` is the traffic one call
+    counts and ``arrays`` the arrays it streams over. NumPy releases the GIL inside each copy or
+    reduction, so the parts stream in parallel, as the BLAS threads of a GEMV do. Use it as a
+    context manager (it owns a thread pool when ``threads > 1``).
     """
-    parts = [slice(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        t = measure(lambda: list(pool.map(kernel, parts)), repeats=repeats, min_sample_s=0.0)
-    return float(np.min(t.per_call_s))
+
+    def __init__(
+        self, kernel: Callable[[slice], object], n: int, threads: int, n_bytes: int, arrays: tuple[np.ndarray, ...]
+    ) -> None:
+        self.kernel, self.n_bytes, self.arrays = kernel, n_bytes, arrays
+        self.parts = [slice(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
+        self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+    def __call__(self) -> None:
+        if self._pool is None:
+            self.kernel(self.parts[0])
+        else:
+            list(self._pool.map(self.kernel, self.parts))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __enter__(self) -> StreamKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def best_gbps(self, repeats: int) -> float:
+        """Best GB/s over ``repeats`` calls."""
+        t = measure(self, repeats=repeats, min_sample_s=0.0)
+        return self.n_bytes / float(np.min(t.per_call_s)) / 1e9
 
 
 def _threads(threads: int | None) -> int:
     return threads or max(1, int(blas_info()["blas_threads"]))
 
 
-def copy_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
-    """Best STREAM copy ``b = a`` in GB/s, counting read + write (16 B per float64 element).
-
-    ``threads`` (default: the BLAS thread count now in force) copy disjoint parts at once.
-    """
+def copy_kernel(n_bytes: int | None = None, threads: int | None = None) -> StreamKernel:
+    """STREAM copy ``b = a`` of float64 arrays of ``n_bytes`` (default :func:`stream_bytes`),
+    counting read + write (16 B per element); ``threads`` defaults to the BLAS thread count."""
     a = np.random.default_rng(0).standard_normal((n_bytes or stream_bytes()) // 8)
     b = np.empty_like(a)
-    seconds = _stream(lambda sl: np.copyto(b[sl], a[sl]), len(a), _threads(threads), repeats)
-    return 2 * a.nbytes / seconds / 1e9
+    return StreamKernel(lambda sl: np.copyto(b[sl], a[sl]), len(a), _threads(threads), 2 * a.nbytes, (a, b))
+
+
+def copy_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
+    """Best STREAM copy ``b = a`` in GB/s, counting read + write (16 B per float64 element)."""
+    with copy_kernel(n_bytes, threads) as copy:
+        return copy.best_gbps(repeats)
 
 
 def triad_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
@@ -129,7 +158,8 @@ def triad_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads:
         np.multiply(c[sl], 3.0, out=a[sl])
         np.add(a[sl], b[sl], out=a[sl])
 
-    return 3 * a.nbytes / _stream(triad, n, _threads(threads), repeats) / 1e9
+    with StreamKernel(triad, n, _threads(threads), 3 * a.nbytes, (a, b, c)) as kernel:
+        return kernel.best_gbps(repeats)
 
 
 def read_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: int | None = None) -> float:
@@ -139,7 +169,8 @@ def read_bandwidth_gbps(n_bytes: int | None = None, repeats: int = 10, threads: 
     traffic a copy pays, so they can run faster than the copy figure.
     """
     a = np.random.default_rng(3).standard_normal((n_bytes or stream_bytes()) // 8)
-    return a.nbytes / _stream(lambda sl: np.add.reduce(a[sl]), len(a), _threads(threads), repeats) / 1e9
+    with StreamKernel(lambda sl: np.add.reduce(a[sl]), len(a), _threads(threads), a.nbytes, (a,)) as kernel:
+        return kernel.best_gbps(repeats)
 
 
 def gemm_gflops(n: int, dtype: str, repeats: int = 5) -> float:

@@ -4,6 +4,10 @@
 least ``min_sample_s``, takes ``repeats`` samples with ``perf_counter_ns`` (and the
 process CPU time), and returns per-call statistics. A run that would pass
 ``max_seconds`` raises :class:`TimeBudgetExceeded` instead of hanging.
+
+``measure_interleaved(fns)`` times several functions in rounds, one sample of each per round,
+so that a ratio of two of them can be taken round by round (:func:`paired_ratios`): on a
+shared machine whose speed drifts over seconds, the drift then cancels in each ratio.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -99,6 +104,47 @@ class Timing:
         }
 
 
+def _calibrate(
+    fn: Callable[[], object], warmup: int, min_sample_s: float, max_seconds: float = math.inf
+) -> tuple[int, float, float]:
+    """Run ``fn`` ``warmup`` times; return the inner loop count that makes a sample last
+    ``min_sample_s``, the fastest call and the time spent (both ns). Raises
+    :class:`TimeBudgetExceeded` if the warm-up alone passes ``max_seconds`` before it ends."""
+    start = time.perf_counter_ns()
+    fastest = elapsed = math.inf
+    for i in range(warmup):
+        t0 = time.perf_counter_ns()
+        fn()
+        fastest = min(fastest, time.perf_counter_ns() - t0)
+        elapsed = time.perf_counter_ns() - start
+        if elapsed > max_seconds * 1e9 and i + 1 < warmup:
+            raise TimeBudgetExceeded(
+                f"warm-up call {i + 1} of {warmup} already took {elapsed / 1e9:.3g} s of {max_seconds:.3g} s"
+            )
+    return max(1, math.ceil(min_sample_s * 1e9 / max(fastest, 1))), fastest, elapsed
+
+
+@contextmanager
+def _gc_off() -> Iterator[None]:
+    """The garbage collector off inside the block (a collection would land in one sample)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _sample(fn: Callable[[], object], inner: int) -> tuple[int, int]:
+    """Wall and process CPU nanoseconds of ``inner`` calls of ``fn``."""
+    c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+    for _ in range(inner):
+        fn()
+    t1, c1 = time.perf_counter_ns(), time.process_time_ns()
+    return t1 - t0, c1 - c0
+
+
 def measure(
     fn: Callable[[], object],
     *,
@@ -116,37 +162,50 @@ def measure(
     """
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup={warmup} and repeats={repeats} must both be >= 1")
-    start = time.perf_counter_ns()
-    budget_ns = max_seconds * 1e9
-    fastest = math.inf
-    for i in range(warmup):
-        t0 = time.perf_counter_ns()
-        fn()
-        fastest = min(fastest, time.perf_counter_ns() - t0)
-        elapsed = time.perf_counter_ns() - start
-        if elapsed > budget_ns and i + 1 < warmup:
-            raise TimeBudgetExceeded(
-                f"warm-up call {i + 1} of {warmup} already took {elapsed / 1e9:.3g} s of {max_seconds:.3g} s"
-            )
-    inner = max(1, math.ceil(min_sample_s * 1e9 / max(fastest, 1)))
+    inner, fastest, elapsed = _calibrate(fn, warmup, min_sample_s, max_seconds)
     predicted = elapsed + repeats * inner * fastest
-    if predicted > budget_ns:
+    if predicted > max_seconds * 1e9:
         raise TimeBudgetExceeded(
             f"warm-up plus {repeats} samples of {inner} call(s) at {fastest / 1e9:.3g} s per call "
             f"would take {predicted / 1e9:.3g} s of {max_seconds:.3g} s"
         )
-    wall, cpu = [], []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            c0, t0 = time.process_time_ns(), time.perf_counter_ns()
-            for _ in range(inner):
-                fn()
-            t1, c1 = time.perf_counter_ns(), time.process_time_ns()
-            wall.append(t1 - t0)
-            cpu.append(c1 - c0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return Timing(tuple(wall), tuple(cpu), inner, warmup)
+    with _gc_off():
+        samples = [_sample(fn, inner) for _ in range(repeats)]
+    return _timing(samples, inner, warmup)
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    min_sample_s: float = 0.005,
+) -> dict[str, Timing]:
+    """Time each of ``fns`` like :func:`measure`, but in ``repeats`` rounds of one sample each.
+
+    Each function is warmed up and calibrated on its own; then every round takes one sample of
+    each, starting one function later each round, so no function always runs first. Sample
+    ``i`` of every returned :class:`Timing` comes from round ``i``. The garbage collector is off
+    while samples are taken.
+    """
+    if warmup < 1 or repeats < 1:
+        raise ValueError(f"warmup={warmup} and repeats={repeats} must both be >= 1")
+    names = list(fns)
+    inner = {name: _calibrate(fns[name], warmup, min_sample_s)[0] for name in names}
+    samples: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
+    with _gc_off():
+        for r in range(repeats):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                samples[name].append(_sample(fns[name], inner[name]))
+    return {name: _timing(samples[name], inner[name], warmup) for name in names}
+
+
+def _timing(samples: list[tuple[int, int]], inner: int, warmup: int) -> Timing:
+    return Timing(tuple(w for w, _ in samples), tuple(c for _, c in samples), inner, warmup)
+
+
+def paired_ratios(numerator: Timing, denominator: Timing) -> np.ndarray:
+    """Per-round ratios of per-call times, for two timings from one :func:`measure_interleaved`."""
+    if numerator.n != denominator.n:
+        raise ValueError(f"paired timings need as many samples: {numerator.n} vs {denominator.n}")
+    return numerator.per_call_s / denominator.per_call_s

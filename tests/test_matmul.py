@@ -106,3 +106,14 @@ def test_small_machine_measurement_runs(tmp_path):
     ref = machine.measure_machine(gemm_sizes=(64,), n_bytes=1 << 20)
     assert ref.sgemm_gflops > 0 and ref.dgemm_gflops > 0 and ref.copy_gbps > 0 and ref.triad_gbps > 0
     assert ref.read_gbps > 0 and ref.gemm_sizes == (64,) and ref.stream_bytes == 1 << 20
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_copy_kernel_copies_every_part_and_counts_read_plus_write(threads):
+    with machine.copy_kernel(n_bytes=1 << 16, threads=threads) as copy:
+        assert copy.n_bytes == 2 * (1 << 16)  # 8192 float64 read + written
+        assert [p.stop - p.start for p in copy.parts] == [8192 // threads] * threads
+        a, b = copy.arrays
+        b[:] = 0
+        copy()
+        assert np.array_equal(a, b) and a.any()

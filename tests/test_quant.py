@@ -33,6 +33,9 @@ def test_packing_round_trip_and_size(bits):
 
 def test_nibble_order():
     assert pack_codes(np.array([1, 2, 3, 4], np.uint8), 4).tolist() == [0x21, 0x43]
+    lo, hi = np.divmod(np.arange(256), 16)[::-1]  # every (low, high) pair once: 512 codes, no padding
+    pairs = np.stack([lo, hi], axis=1).astype(np.uint8).reshape(-1)
+    assert pack_codes(pairs, 4).tolist() == list(range(256))
 
 
 def test_int4_and_nf4_sizes_are_exact():
@@ -173,3 +176,30 @@ def test_synthetic_distributions():
     assert (col_std > 0.2).sum() == 4  # 1% of 400 columns, x20
     t = synthetic_weights("student_t", 512, 512, rng)
     assert np.abs(t).max() > 10 * np.std(t)  # heavy tails
+
+
+def test_row_buffers_shrink_the_ufunc_buffer_for_long_rows_only_and_restore_it():
+    from infer_core.quant.common import ROW_BUFFER_MIN, row_buffers
+
+    default = np.getbufsize()
+    with row_buffers(4100):
+        assert np.getbufsize() == 4096  # the largest multiple of 16 not above the row
+    assert np.getbufsize() == default
+    with row_buffers(ROW_BUFFER_MIN - 1):
+        assert np.getbufsize() == default  # short rows keep the default
+    with row_buffers(10**6):
+        assert np.getbufsize() == default  # never larger than the default
+    with pytest.raises(RuntimeError, match="inside"), row_buffers(1024):
+        raise RuntimeError("inside")
+    assert np.getbufsize() == default  # restored on an exception too
+
+
+def test_long_row_quantization_is_identical_under_any_buffer_size():
+    w = np.random.default_rng(5).standard_normal((64, 1000)).astype(np.float32)  # rows > ROW_BUFFER_MIN
+    q = quantize_uniform(w, 8, "symmetric", "per_channel")
+    with np.errstate():
+        np.setbufsize(8192)
+        inv = np.float32(1) / q.scales.astype(np.float32)  # the quantizer's own arithmetic
+        codes = np.rint(w * inv[:, None]).astype(np.int8)
+    assert np.array_equal(q.codes.view(np.int8).reshape(64, 1000), codes)
+    assert np.array_equal(q.dequantize(), codes * q.scales.astype(np.float32)[:, None])

@@ -10,7 +10,7 @@ import pytest
 
 from infer_core.attention import DecoderShape, init_decoder
 from infer_core.decode import generate
-from infer_core.timing import TimeBudgetExceeded, Timing, measure
+from infer_core.timing import TimeBudgetExceeded, Timing, measure, measure_interleaved, paired_ratios
 
 
 def test_statistics_of_known_samples():
@@ -76,3 +76,35 @@ def test_measure_rejects_bad_arguments():
     with pytest.raises(ValueError, match="warmup=0"):
         measure(lambda: None, warmup=0)
     assert math.isinf(Timing((0,) * 5, (0,) * 5, 1, 1).cv)
+
+
+def test_interleaved_rounds_take_one_sample_of_each_in_rotating_order():
+    log = []
+    fns = {name: (lambda name=name: (log.append(name), time.sleep(0.001))) for name in "abc"}
+    t = measure_interleaved(fns, warmup=1, repeats=4, min_sample_s=0.0)
+    assert sorted(t) == ["a", "b", "c"] and all(x.n == 4 and x.inner_loops == 1 for x in t.values())
+    sampled = log[3:]  # after one warm-up call of each
+    assert sampled == list("abc" "bca" "cab" "abc")
+
+
+def test_interleaved_calibrates_each_function_on_its_own():
+    counts = {"fast": 0, "slow": 0}
+
+    def fast():
+        counts["fast"] += 1
+
+    def slow():
+        counts["slow"] += 1
+        time.sleep(0.003)
+
+    t = measure_interleaved({"fast": fast, "slow": slow}, warmup=1, repeats=3, min_sample_s=0.002)
+    assert t["slow"].inner_loops == 1 and t["fast"].inner_loops > 1
+    assert counts == {"fast": 1 + 3 * t["fast"].inner_loops, "slow": 1 + 3}
+
+
+def test_paired_ratios_are_taken_round_by_round():
+    a = Timing((2_000, 9_000, 4_000), (0,) * 3, 1, 1)
+    b = Timing((1_000, 3_000, 4_000), (0,) * 3, 1, 1)
+    assert paired_ratios(a, b).tolist() == [2.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="3 vs 2"):
+        paired_ratios(a, Timing((1, 1), (0, 0), 1, 1))

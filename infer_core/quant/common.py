@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 
@@ -57,10 +60,11 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
 def row_max_min(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row max and min of a 2-D array.
 
-    NumPy reduces a short last axis slowly (per-row overhead), so rows shorter than 256 are
-    reduced on the transpose, where the reduction streams along contiguous memory.
+    NumPy reduces a short last axis slowly (per-row overhead), so rows shorter than 128 are
+    reduced on the transpose, where the reduction streams along contiguous memory; from 128 on,
+    the direct reduction wins (measured, NumPy 2.4: 0.58 vs 0.79 ms per 2 MiB at 128).
     """
-    if b.shape[1] >= 256:
+    if b.shape[1] >= 128:
         return b.max(axis=1), b.min(axis=1)
     t = np.ascontiguousarray(b.T)
     return t.max(axis=0), t.min(axis=0)
@@ -74,3 +78,23 @@ def fp16_bytes(values: np.ndarray) -> np.ndarray:
 def fp16_from_bytes(data: np.ndarray) -> np.ndarray:
     """(n, 2) little-endian bytes as float32 (n, 1)."""
     return np.ascontiguousarray(data).view("<f2").astype(np.float32)
+
+
+#: Rows at least this long gain from :func:`row_buffers`; shorter ones lose (measured, NumPy 2.4).
+ROW_BUFFER_MIN = 512
+
+
+@contextmanager
+def row_buffers(row_len: int) -> Iterator[None]:
+    """Ufunc buffers no longer than a row while the block runs, for per-row broadcasts.
+
+    NumPy's buffered iterator refills its buffer for an operand broadcast along the rows, as in
+    ``x * scale[:, None]`` (numpy/numpy#13307; fixed in numpy/numpy#32595), which makes it about
+    2x slower than ``x * scalar``. With a buffer no longer than a row (and a multiple of 16, as
+    NumPy requires) it runs one unbuffered loop per row, as fast as the scalar case. Rows shorter
+    than ``ROW_BUFFER_MIN`` keep the default, which is faster for them. Scoped by ``np.errstate``.
+    """
+    with np.errstate():
+        if row_len >= ROW_BUFFER_MIN:
+            np.setbufsize(min(np.getbufsize(), row_len // 16 * 16))
+        yield

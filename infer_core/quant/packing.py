@@ -21,8 +21,12 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     if bits == 8:
         return flat
     if bits == 4:
-        padded = np.concatenate([flat, np.zeros(len(flat) % 2, np.uint8)])
-        return padded[0::2] | (padded[1::2] << 4)
+        n = len(flat)
+        if n % 8:
+            flat = np.concatenate([flat, np.zeros(-n % 8, np.uint8)])
+        words = flat.view(np.uint64)  # little-endian: each 16-bit lane holds codes 2i (low) and 2i + 1
+        words = words | (words >> np.uint64(4))  # lane's low byte: code 2i | code 2i + 1 << 4
+        return words.view(np.uint16).astype(np.uint8)[: (n + 1) // 2]  # the cast keeps the low byte
     shifts = np.arange(bits, dtype=np.uint8)
     stream = ((flat[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
     return np.packbits(stream, bitorder="little")

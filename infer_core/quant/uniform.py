@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.quant.common import as_rows, check_finite, row_max_min
+from infer_core.quant.common import as_rows, check_finite, row_buffers, row_max_min
 from infer_core.quant.packing import pack_codes, unpack_codes
 
 #: Values quantized at once (2 MiB of float32): few enough NumPy calls per value, and the chunk
@@ -59,9 +59,10 @@ class UniformTensor:
             q = _sign_extend(q, self.bits)
         q = _grouped(q.reshape(rows, cols), self.granularity, self.group_size).astype(dtype)
         per_row = _per_row(self.scales.astype(dtype), q.shape[0], self.granularity)
-        if self.zeros is not None:
-            q -= _per_row(self.zeros.astype(dtype), q.shape[0], self.granularity)[:, None]
-        q *= per_row[:, None]
+        with row_buffers(q.shape[1]):
+            if self.zeros is not None:
+                q -= _per_row(self.zeros.astype(dtype), q.shape[0], self.granularity)[:, None]
+            q *= per_row[:, None]
         return q.reshape(rows, cols)
 
 
@@ -173,15 +174,16 @@ def quantize_uniform(
     tensor = None
     if granularity == "per_tensor":
         tensor = _params(w, np.array([w.max()]), np.array([w.min()]), bits, scheme, sdtype)
-    for start in range(0, len(d), step):
-        chunk = d[start : start + step]
-        if tensor is None:
-            params = _params(w, *row_max_min(chunk), bits, scheme, sdtype)
-            per_chunk.append(params[:2])
-            s, zp, clip = params[2:]
-        else:
-            s, zp, clip = tensor[2:]
-        _codes(chunk, s, zp, bits, clip, codes[start : start + step], scratch)
+    with row_buffers(d.shape[1]):
+        for start in range(0, len(d), step):
+            chunk = d[start : start + step]
+            if tensor is None:
+                params = _params(w, *row_max_min(chunk), bits, scheme, sdtype)
+                per_chunk.append(params[:2])
+                s, zp, clip = params[2:]
+            else:
+                s, zp, clip = tensor[2:]
+            _codes(chunk, s, zp, bits, clip, codes[start : start + step], scratch)
     if tensor is not None:
         stored_scales, stored_zeros = tensor[:2]
     else:
