@@ -156,6 +156,27 @@ def test_non_finite_input_names_the_row(fmt, bad):
         quantize_gguf(x, fmt)
 
 
+@pytest.mark.parametrize("fmt", ALL)
+@pytest.mark.parametrize("block", [[np.inf, -np.inf], [-np.inf, np.inf], [np.nan, np.inf], [np.nan] * 32])
+def test_non_finite_mixes_are_reported_without_warnings(fmt, block):
+    x = np.full((3, 512), 0.5, np.float32)
+    x[1, 300 : 300 + len(block)] = block
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"non-finite input: row 1 holds .* at column 300"):
+            quantize_gguf(x, fmt)
+
+
+@pytest.mark.parametrize("fmt", LEGACY)
+def test_finite_values_beyond_fp16_quantize_like_gguf(fmt):
+    x = np.linspace(-3e38, 3e38, 64, dtype=np.float32).reshape(1, 64)  # d overflows fp16 to inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # both warn of the overflowing fp16 cast
+        expected = quants.quantize(x, getattr(T, fmt.upper()))
+        ours = quantize_gguf(x, fmt)
+    np.testing.assert_array_equal(ours, expected)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown GGUF format 'q3_0'"):
         quantize_gguf(np.zeros(32, np.float32), "q3_0")

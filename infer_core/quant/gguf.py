@@ -75,7 +75,10 @@ def quantize_gguf(x: np.ndarray, fmt: str) -> np.ndarray:
     out = np.empty((blocks.shape[0], f.type_size), dtype=np.uint8)
 
     def work(sl: slice) -> None:
-        if not np.isfinite(blocks[sl]).all():  # checked while the chunk is in cache
+        # Checked before quantizing: a NaN would only warn later. The sequential read also pulls
+        # the chunk into cache for the transposing reads that follow, so it costs next to nothing
+        # (reading the non-finite d back from the output instead was 9% slower in total).
+        if not np.isfinite(blocks[sl]).all():
             check_finite(x)  # names the first bad row
         f.quantize_blocks(blocks[sl], out[sl])
 
