@@ -34,13 +34,17 @@ def _signed_absmax(b: np.ndarray) -> np.ndarray:
 
 
 def _scaled(b: np.ndarray, d: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
-    """float32 ``(b - shift) * (1/d)`` per block, ``1/d`` taken as 0 where ``d`` is 0."""
+    """float32 ``(b - shift) * (1/d)`` per block, ``1/d`` taken as 0 where ``d`` is 0.
+
+    ``1/d`` is repeated out to one value per element: NumPy multiplies two same-shape arrays
+    faster than it broadcasts a value over each 32-value row (numpy/numpy#13307).
+    """
     inv = np.zeros_like(d)
     np.divide(np.float32(1), d, out=inv, where=d != 0)
+    v = np.repeat(inv, b.shape[1]).reshape(b.shape)
     if shift is None:
-        return b * inv[:, None]
-    v = b - shift[:, None]
-    v *= inv[:, None]
+        return np.multiply(b, v, out=v)
+    v *= b - shift[:, None]
     return v
 
 
