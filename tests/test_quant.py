@@ -130,6 +130,31 @@ def test_nf4_codes_are_the_nearest_table_entries():
     np.testing.assert_allclose(q.dequantize(), expected.reshape(w.shape), rtol=1e-6)
 
 
+def test_nf4_nearest_code_at_and_around_every_midpoint():
+    from infer_core.quant.nf4 import nearest_code
+
+    mid = ((NF4_CODE[1:] + NF4_CODE[:-1]) / 2).astype(np.float32)
+    below, above = np.nextafter(mid, np.float32(-2)), np.nextafter(mid, np.float32(2))
+    k = np.arange(15)
+    np.testing.assert_array_equal(nearest_code(mid), k)  # a tie goes to the lower code
+    np.testing.assert_array_equal(nearest_code(below), k)
+    np.testing.assert_array_equal(nearest_code(above), k + 1)
+    np.testing.assert_array_equal(nearest_code(NF4_CODE), np.arange(16))  # every table value is its own code
+    v = RNG.uniform(-1, 1, 10_000).astype(np.float32)
+    np.testing.assert_array_equal(nearest_code(v), np.abs(v[:, None] - NF4_CODE).argmin(axis=1))
+
+
+def test_nf4_of_a_matrix_spanning_many_chunks_matches_the_table_rule():
+    w = RNG.standard_normal((64, 8192)).astype(np.float32)  # 524,288 values: four chunks
+    q = quantize_nf4(w, scale_dtype="float32")
+    blocks = w.reshape(-1, 64)
+    absmax = np.abs(blocks).max(axis=1)
+    np.testing.assert_array_equal(q.absmax, absmax)
+    codes = np.stack([q.codes >> 4, q.codes & 0x0F], axis=-1).reshape(-1, 64)
+    scaled = blocks * (np.float32(1) / absmax)[:, None]  # the quantizer's own float32 arithmetic
+    np.testing.assert_array_equal(codes, np.searchsorted((NF4_CODE[1:] + NF4_CODE[:-1]) / 2, scaled))
+
+
 SPECS = [QuantSpec(), QuantSpec("nf4"), QuantSpec("q4_k"), QuantSpec(bits=4, granularity="per_group", group_size=64)]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,6 +19,18 @@ def as_rows(x: np.ndarray, multiple: int, name: str, check: bool = True) -> np.n
     if check:
         check_finite(x)
     return x
+
+
+#: Values a block quantizer handles at once (512 KiB of float32): the chunk and its temporaries
+#: stay in cache from one pass to the next.
+BLOCK_CHUNK_ELEMENTS = 1 << 17
+
+
+def for_block_chunks(n_blocks: int, block: int, work: Callable[[slice], None]) -> None:
+    """Call ``work`` on consecutive slices of blocks holding about ``BLOCK_CHUNK_ELEMENTS`` values."""
+    step = max(1, BLOCK_CHUNK_ELEMENTS // block)
+    for start in range(0, n_blocks, step):
+        work(slice(start, min(n_blocks, start + step)))
 
 
 def check_finite(x: np.ndarray) -> None:

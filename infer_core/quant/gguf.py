@@ -14,10 +14,7 @@ import numpy as np
 
 from infer_core.quant import gguf_kquants as kq
 from infer_core.quant import gguf_legacy as lg
-from infer_core.quant.common import as_rows, check_finite
-
-#: Values handled at once (512 KiB of float32): the chunk's temporaries stay in cache between passes.
-CHUNK_ELEMENTS = 1 << 17
+from infer_core.quant.common import as_rows, check_finite, for_block_chunks
 
 Encode = Callable[[np.ndarray, np.ndarray], None]  # (float32 blocks, out bytes) -> None
 Decode = Callable[[np.ndarray], np.ndarray]  # bytes (n, type_size) -> float32 (n, block)
@@ -60,13 +57,6 @@ def gguf_format(fmt: str) -> GGUFFormat:
         raise ValueError(f"unknown GGUF format {fmt!r}: choose one of {', '.join(GGUF_FORMATS)}") from None
 
 
-def _blockwise(n_blocks: int, block: int, work: Callable[[slice], None]) -> None:
-    """Call ``work`` on consecutive slices of blocks holding about ``CHUNK_ELEMENTS`` values."""
-    step = max(1, CHUNK_ELEMENTS // block)
-    for start in range(0, n_blocks, step):
-        work(slice(start, min(n_blocks, start + step)))
-
-
 def quantize_gguf(x: np.ndarray, fmt: str) -> np.ndarray:
     """Quantize ``x`` along its last axis to GGUF format ``fmt``; returns the bytes (uint8)."""
     f = gguf_format(fmt)
@@ -82,7 +72,7 @@ def quantize_gguf(x: np.ndarray, fmt: str) -> np.ndarray:
             check_finite(x)  # names the first bad row
         f.quantize_blocks(blocks[sl], out[sl])
 
-    _blockwise(len(blocks), f.block, work)
+    for_block_chunks(len(blocks), f.block, work)
     return out.reshape(*x.shape[:-1], x.shape[-1] // f.block * f.type_size)
 
 
@@ -99,5 +89,5 @@ def dequantize_gguf(data: np.ndarray, fmt: str) -> np.ndarray:
     def work(sl: slice) -> None:
         out[sl] = f.dequantize_blocks(blocks[sl])
 
-    _blockwise(len(blocks), f.block, work)
+    for_block_chunks(len(blocks), f.block, work)
     return out.reshape(*data.shape[:-1], data.shape[-1] // f.type_size * f.block)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.quant.common import as_rows, row_max_min
+from infer_core.quant.common import as_rows, check_finite, for_block_chunks, row_max_min
 
 NF4_CODE = np.array([
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -43,15 +43,39 @@ class NF4Tensor:
         return (NF4_CODE[q] * self.absmax.astype(np.float32)[:, None]).reshape(self.shape)
 
 
+def nearest_code(v: np.ndarray) -> np.ndarray:
+    """Index of the table value nearest each of ``v`` (a tie goes to the lower one), as uint8.
+
+    That is the number of midpoints between neighbours lying below ``v``: fifteen comparisons,
+    each one vectorized pass, about 10x faster than a binary search per value (``searchsorted``).
+    """
+    q = np.zeros(v.shape, dtype=np.uint8)
+    for m in _MIDPOINTS:
+        q += v > m
+    return q
+
+
 def quantize_nf4(w: np.ndarray, scale_dtype: str = "float16") -> NF4Tensor:
-    """Quantize ``w`` (last axis a multiple of 64) to NF4: nearest table value of ``x / absmax``."""
-    w = as_rows(w, BLOCK, "quantize_nf4")
+    """Quantize ``w`` (last axis a multiple of 64) to NF4: nearest table value of ``x / absmax``.
+
+    Done in chunks of blocks, each checked, scaled and coded while it is in cache.
+    """
+    w = as_rows(w, BLOCK, "quantize_nf4", check=False)
     blocks = w.reshape(-1, BLOCK)
-    mx, mn = row_max_min(blocks)
-    absmax = np.maximum(mx, -mn).astype(scale_dtype)
-    scale = absmax.astype(np.float32)
-    inv = np.zeros_like(scale)
-    np.divide(np.float32(1), scale, out=inv, where=scale > 0)
-    q = np.searchsorted(_MIDPOINTS, blocks * inv[:, None]).astype(np.uint8)  # nearest code
-    q = np.minimum(q, 15).reshape(-1)
-    return NF4Tensor(w.shape, (q[0::2] << 4) | q[1::2], absmax)
+    absmax = np.empty(len(blocks), dtype=scale_dtype)
+    codes = np.empty((len(blocks), BLOCK // 2), dtype=np.uint8)
+
+    def work(sl: slice) -> None:
+        b = blocks[sl]
+        if not np.isfinite(b).all():
+            check_finite(w)  # names the first bad row
+        mx, mn = row_max_min(b)
+        absmax[sl] = np.maximum(mx, -mn)
+        scale = absmax[sl].astype(np.float32)
+        inv = np.zeros_like(scale)
+        np.divide(np.float32(1), scale, out=inv, where=scale > 0)
+        q = nearest_code(b * inv[:, None])
+        codes[sl] = (q[:, 0::2] << 4) | q[:, 1::2]
+
+    for_block_chunks(len(blocks), BLOCK, work)
+    return NF4Tensor(w.shape, codes.reshape(-1), absmax)
