@@ -70,16 +70,21 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
 
 
 def row_max_min(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row max and min of a 2-D array.
+    """Per-row max and min of a 2-D array (NaN propagates).
 
-    NumPy reduces a short last axis slowly (per-row overhead), so rows shorter than 128 are
-    reduced on the transpose, where the reduction streams along contiguous memory; from 128 on,
-    the direct reduction wins (measured, NumPy 2.4: 0.58 vs 0.79 ms per 2 MiB at 128).
+    NumPy's ``max(axis=1)`` pays a per-row overhead. Rows shorter than 64 are reduced on the
+    transpose, where the reduction streams along contiguous memory; longer rows of a contiguous
+    array by ``reduceat`` over the flat array, which beat ``axis=1`` at every length measured
+    (NumPy 2.4, per 2 MiB: 0.45 vs 1.0 ms at 64 values, 0.28 vs 0.56 at 128, 66 vs 72 us at 4096).
     """
-    if b.shape[1] >= 128:
-        return b.max(axis=1), b.min(axis=1)
-    t = np.ascontiguousarray(b.T)
-    return t.max(axis=0), t.min(axis=0)
+    n, length = b.shape
+    if length < 64:
+        t = np.ascontiguousarray(b.T)
+        return t.max(axis=0), t.min(axis=0)
+    if n and b.flags.c_contiguous:
+        flat, starts = b.reshape(-1), np.arange(0, b.size, length)
+        return np.maximum.reduceat(flat, starts), np.minimum.reduceat(flat, starts)
+    return b.max(axis=1), b.min(axis=1)
 
 
 def fp16_bytes(values: np.ndarray) -> np.ndarray:
