@@ -228,3 +228,17 @@ def test_long_row_quantization_is_identical_under_any_buffer_size():
         codes = np.rint(w * inv[:, None]).astype(np.int8)
     assert np.array_equal(q.codes.view(np.int8).reshape(64, 1000), codes)
     assert np.array_equal(q.dequantize(), codes * q.scales.astype(np.float32)[:, None])
+
+
+@pytest.mark.parametrize("length", [4, 8, 32, 36, 60, 64, 128, 4096])
+def test_row_max_min_equals_numpy_on_every_path(length):
+    from infer_core.quant.common import row_max_min
+
+    b = RNG.standard_normal((300, length)).astype(np.float32)
+    b[7, length // 2] = np.nan
+    b[11, 0], b[12, -1] = np.inf, -np.inf
+    b[13] = -0.0
+    for arr in (b, b[::2], b.astype(np.float64)):  # contiguous, strided rows, another dtype
+        mx, mn = row_max_min(arr)
+        np.testing.assert_array_equal(mx, arr.max(axis=1))
+        np.testing.assert_array_equal(mn, arr.min(axis=1))

@@ -79,12 +79,28 @@ def row_max_min(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     n, length = b.shape
     if length < 64:
+        if b.dtype == np.float32 and length % 4 == 0 and b.flags.c_contiguous:
+            return _short_row_max_min(b)
         t = np.ascontiguousarray(b.T)
         return t.max(axis=0), t.min(axis=0)
     if n and b.flags.c_contiguous:
         flat, starts = b.reshape(-1), np.arange(0, b.size, length)
         return np.maximum.reduceat(flat, starts), np.minimum.reduceat(flat, starts)
     return b.max(axis=1), b.min(axis=1)
+
+
+def _short_row_max_min(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``row_max_min`` of contiguous float32 rows of 4k values, transposed 16 bytes at a time.
+
+    Moving four values per item makes the transposing copy about 3x cheaper; row ``j`` of the
+    result holds values ``4j .. 4j+3`` of every input row, so after the column reductions two
+    pairwise steps fold each input row's four partial results into one.
+    """
+    t = np.ascontiguousarray(b.view(np.complex128).T).view(np.float32)  # (length/4, 4n)
+    mx, mn = t.max(axis=0), t.min(axis=0)
+    for _ in range(2):
+        mx, mn = np.maximum(mx[0::2], mx[1::2]), np.minimum(mn[0::2], mn[1::2])
+    return mx, mn
 
 
 def fp16_bytes(values: np.ndarray) -> np.ndarray:
