@@ -21,6 +21,14 @@ def _nearest(v: np.ndarray) -> np.ndarray:
     return round_half_away(np.array(v, dtype=np.float32))
 
 
+def _sum_last(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis, kept with length 1, as one matrix-vector product: over rows of 16
+    or 32 values BLAS is about 10x faster than NumPy's reduction."""
+    n = a.shape[-1]
+    rows = np.ascontiguousarray(a, dtype=np.float32).reshape(-1, n)
+    return (rows @ np.ones(n, dtype=np.float32)).reshape(*a.shape[:-1], 1)
+
+
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros(np.broadcast(a, b).shape, dtype=np.float32)
     np.divide(a, b, out=out, where=b != 0)
@@ -39,19 +47,19 @@ def _fit_affine(x: np.ndarray, nmax: int, steps: int = 20) -> tuple[np.ndarray, 
     best_m = -lo
     best_err = np.full(lo.shape, np.inf, dtype=np.float32)
     n = np.float32(x.shape[-1])
-    sx = x.sum(axis=-1, keepdims=True)
+    sx = _sum_last(x)
     for k in range(steps + 1):
         iscale = _safe_div(np.float32(nmax - 1 + 0.1 * k), span)
         codes = np.clip(_nearest((x - lo) * iscale), 0, nmax)
-        sl, sll = codes.sum(axis=-1, keepdims=True), (codes * codes).sum(axis=-1, keepdims=True)
-        slx = (codes * x).sum(axis=-1, keepdims=True)
+        sl, sll = _sum_last(codes), _sum_last(codes * codes)
+        slx = _sum_last(codes * x)
         det = n * sll - sl * sl
         a = _safe_div(n * slx - sl * sx, det)
         b = _safe_div(sx - a * sl, n)
         clamp = b > 0  # the stored min is subtracted, so the offset may not be positive
         a = np.where(clamp, _safe_div(slx, sll), a)
         b = np.where(clamp, 0, b)
-        err = ((a * codes + b - x) ** 2).sum(axis=-1, keepdims=True)
+        err = _sum_last((a * codes + b - x) ** 2)
         better = (err < best_err) & (a > 0)
         best_a, best_m, best_err = np.where(better, a, best_a), np.where(better, -b, best_m), np.where(
             better, err, best_err)
@@ -63,13 +71,12 @@ def _fit_symmetric(x: np.ndarray, nmax: int) -> np.ndarray:
     mx, mn = x.max(axis=-1, keepdims=True), x.min(axis=-1, keepdims=True)
     peak = np.where(-mn > mx, mn, mx)
     best_s = _safe_div(peak, np.float32(-nmax))
-    best_err = ((x - np.clip(_nearest(x * _safe_div(np.float32(1), best_s)), -nmax, nmax - 1) * best_s) ** 2
-                ).sum(axis=-1, keepdims=True)
+    best_err = _sum_last((x - np.clip(_nearest(x * _safe_div(np.float32(1), best_s)), -nmax, nmax - 1) * best_s) ** 2)
     for k in range(-9, 10):
         iscale = _safe_div(np.float32(-(nmax + 0.1 * k)), peak)
         codes = np.clip(_nearest(x * iscale), -nmax, nmax - 1)
-        s = _safe_div((codes * x).sum(axis=-1, keepdims=True), (codes * codes).sum(axis=-1, keepdims=True))
-        err = ((x - s * codes) ** 2).sum(axis=-1, keepdims=True)
+        s = _safe_div(_sum_last(codes * x), _sum_last(codes * codes))
+        err = _sum_last((x - s * codes) ** 2)
         better = err < best_err
         best_s, best_err = np.where(better, s, best_s), np.where(better, err, best_err)
     return best_s[..., 0]
