@@ -28,21 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from benchmarks.verdicts import spread, verdict
 from infer_core.attention import DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, make_cache
 from infer_core.environment import blas_info, cpu_model
 from infer_core.machine import copy_kernel
 from infer_core.timing import measure_interleaved, paired_ratios
-
-
-def verdict(ok: bool) -> str:
-    return "MEETS target" if ok else "MISSES target"
-
-
-def spread(ratios: np.ndarray, fmt: str = ".2f", suffix: str = "") -> str:
-    """``median (quartiles q1-q3, n rounds)`` of per-round ratios."""
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-    return f"{med:{fmt}}{suffix} (quartiles {q1:{fmt}}-{q3:{fmt}}{suffix}, {len(ratios)} rounds)"
 
 
 def generate_fn(d: int, heads: int, n: int, strategy: str):

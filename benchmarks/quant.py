@@ -26,20 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
+from benchmarks.verdicts import spread, verdict
 from infer_core.environment import cpu_model
 from infer_core.machine import copy_kernel
 from infer_core.quant import quantize_gguf, quantize_uniform
 from infer_core.timing import measure_interleaved, paired_ratios
-
-
-def verdict(ok: bool) -> str:
-    return "MEETS target" if ok else "MISSES target"
-
-
-def spread(ratios: np.ndarray, fmt: str = ".2f", suffix: str = "") -> str:
-    """``median (q1-q3)`` of per-round ratios."""
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-    return f"{med:{fmt}}{suffix} (quartiles {q1:{fmt}}-{q3:{fmt}}{suffix}, {len(ratios)} rounds)"
 
 
 def main() -> int:

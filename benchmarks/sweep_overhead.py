@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.verdicts import verdict  # noqa: E402
+
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
 BARE = [sys.executable, str(ROOT / "benchmarks" / "bare_hydra_app.py")]
 SMALLEST = ["kv.seq_len=1", "kv.d_model=8", "kv.n_heads=1", "kv.strategies=[prealloc]", "bench.repeats=5",
             "bench.min_sample_s=0.0001", "bench.threads=1"]
-
-
-def verdict(ok: bool) -> str:
-    return "MEETS target" if ok else "MISSES target"
 
 
 def wall(cmd: list[str]) -> float:
