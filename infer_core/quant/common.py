@@ -69,6 +69,13 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
     return np.trunc(add_half_away(v), out=v)
 
 
+def inverse(scale: np.ndarray) -> np.ndarray:
+    """float32 ``1 / scale``, and 0 where the scale is 0 (an all-zero block quantizes to 0)."""
+    inv = np.zeros_like(scale, dtype=np.float32)
+    np.divide(np.float32(1), scale, out=inv, where=scale != 0)
+    return inv
+
+
 def row_max_min(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row max and min of a 2-D array (NaN propagates).
 

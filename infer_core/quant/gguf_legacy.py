@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from infer_core.quant.common import add_half_away, fp16_from_bytes, row_max_min
+from infer_core.quant.common import add_half_away, fp16_from_bytes, inverse, row_max_min
 
 QK = 32
 
@@ -39,9 +39,7 @@ def _scaled(b: np.ndarray, d: np.ndarray, shift: np.ndarray | None = None) -> np
     ``1/d`` is repeated out to one value per element: NumPy multiplies two same-shape arrays
     faster than it broadcasts a value over each 32-value row (numpy/numpy#13307).
     """
-    inv = np.zeros_like(d)
-    np.divide(np.float32(1), d, out=inv, where=d != 0)
-    v = np.repeat(inv, b.shape[1]).reshape(b.shape)
+    v = np.repeat(inverse(d), b.shape[1]).reshape(b.shape)
     if shift is None:
         return np.multiply(b, v, out=v)
     v *= b - shift[:, None]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.quant.common import as_rows, check_finite, for_block_chunks, row_max_min
+from infer_core.quant.common import as_rows, check_finite, for_block_chunks, inverse, row_max_min
 
 NF4_CODE = np.array([
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -71,10 +71,7 @@ def quantize_nf4(w: np.ndarray, scale_dtype: str = "float16") -> NF4Tensor:
             check_finite(w)  # names the first bad row
         mx, mn = row_max_min(b)
         absmax[sl] = np.maximum(mx, -mn)
-        scale = absmax[sl].astype(np.float32)
-        inv = np.zeros_like(scale)
-        np.divide(np.float32(1), scale, out=inv, where=scale > 0)
-        q = nearest_code(b * inv[:, None])
+        q = nearest_code(b * inverse(absmax[sl].astype(np.float32))[:, None])
         codes[sl] = (q[:, 0::2] << 4) | q[:, 1::2]
 
     for_block_chunks(len(blocks), BLOCK, work)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.quant.common import as_rows, check_finite, row_buffers, row_max_min
+from infer_core.quant.common import as_rows, check_finite, inverse, row_buffers, row_max_min
 from infer_core.quant.packing import pack_codes, unpack_codes
 
 #: Values quantized at once (2 MiB of float32): few enough NumPy calls per value, and the chunk
@@ -120,9 +120,7 @@ def _params(w: np.ndarray, mx: np.ndarray, mn: np.ndarray, bits: int, scheme: st
 def _codes(d: np.ndarray, s: np.ndarray, zp: np.ndarray | None, bits: int, clip: bool, out: np.ndarray,
            scratch: np.ndarray) -> None:
     """Quantize data rows ``d`` with per-row scale ``s`` (and zero point) into ``out`` (uint8)."""
-    inv = np.zeros_like(s)
-    np.divide(np.float32(1), s, out=inv, where=s > 0)
-    v = np.multiply(d, inv[:, None], out=scratch[: len(d)])
+    v = np.multiply(d, inverse(s)[:, None], out=scratch[: len(d)])
     np.rint(v, out=v)  # half to even, as torch.round
     if zp is None:
         if clip:
