@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from benchmarks.verdicts import verdict
+from benchmarks.compare import verdict
 from infer_core.environment import blas_info, cpu_model
 from infer_core.machine import DEFAULT_CACHE, reference
 from infer_core.timing import measure

@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.verdicts import spread, verdict
+from benchmarks.compare import share_of_copy, spread, verdict
 from infer_core.attention import DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, make_cache
 from infer_core.environment import blas_info, cpu_model
-from infer_core.machine import copy_kernel
 from infer_core.timing import measure_interleaved, paired_ratios
 
 
@@ -104,15 +103,11 @@ def main() -> int:
                   f"{ratio.min():.2f} (target >= 1, prealloc never slower: {verdict(np.median(ratio) >= 1)})")
 
         step, n_bytes = decode_step_fn(4096, 32, ctx)
-        with copy_kernel() as copy:
-            t = measure_interleaved({"step": step, "copy": copy}, repeats=args.repeats)
-            copy_bytes = copy.n_bytes
-        share = (n_bytes / t["step"].per_call_s) / (copy_bytes / t["copy"].per_call_s)
-        achieved, bandwidth = n_bytes / t["step"].median / 1e9, copy_bytes / t["copy"].median / 1e9
-        print(f"3. decode step, d_model 4096, 32 heads, context {ctx}: {t['step'].median * 1e3:.1f} ms per token, "
-              f"reads {n_bytes / 2**20:.0f} MiB (weights + cache) -> {achieved:.1f} GB/s; copy bandwidth "
-              f"{bandwidth:.1f} GB/s (medians); share {spread(100 * share, '.0f', '%')} "
-              f"(target >= 60%: {verdict(np.median(share) >= 0.6)})")
+        c = share_of_copy(step, n_bytes, args.repeats)
+        print(f"3. decode step, d_model 4096, 32 heads, context {ctx}: {c.median_s * 1e3:.1f} ms per token, "
+              f"reads {n_bytes / 2**20:.0f} MiB (weights + cache) -> {c.gbps:.1f} GB/s; copy bandwidth "
+              f"{c.copy_gbps:.1f} GB/s (medians); share {spread(100 * c.share, '.0f', '%')} "
+              f"(target >= 60%: {verdict(np.median(c.share) >= 0.6)})")
     return 0
 
 

@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
-from benchmarks.verdicts import spread, verdict
+from benchmarks.compare import share_of_copy, spread, verdict
 from infer_core.environment import cpu_model
-from infer_core.machine import copy_kernel
 from infer_core.quant import quantize_gguf, quantize_uniform
 from infer_core.timing import measure_interleaved, paired_ratios
 
@@ -53,18 +52,13 @@ def main() -> int:
               f"(target >= 2x: {verdict(np.median(ratio) >= 2 and same)})")
 
     q = quantize_uniform(w, 8, "symmetric", "per_channel")
-    traffic = w.nbytes + q.nbytes
-    with copy_kernel(threads=1) as copy:  # the quantizer runs on one thread: so does the copy
-        t = measure_interleaved({"copy": copy, "quantize": lambda: quantize_uniform(w, 8, "symmetric", "per_channel")},
-                                repeats=args.repeats)
-        copy_bytes = copy.n_bytes
-    share = (traffic / t["quantize"].per_call_s) / (copy_bytes / t["copy"].per_call_s)
-    gbps, copy_gbps = traffic / t["quantize"].median / 1e9, copy_bytes / t["copy"].median / 1e9
-    print(f"2. int8 symmetric per-channel: median {t['quantize'].median * 1e3:.1f} ms; "
-          f"reads {w.nbytes / 2**20:.0f} MiB + writes {q.nbytes / 2**20:.1f} MiB -> {gbps:.2f} GB/s; "
+    c = share_of_copy(lambda: quantize_uniform(w, 8, "symmetric", "per_channel"), w.nbytes + q.nbytes,
+                      args.repeats, threads=1)  # the quantizer runs on one thread: so does the copy
+    print(f"2. int8 symmetric per-channel: median {c.median_s * 1e3:.1f} ms; "
+          f"reads {w.nbytes / 2**20:.0f} MiB + writes {q.nbytes / 2**20:.1f} MiB -> {c.gbps:.2f} GB/s; "
           f"STREAM copy (1 thread, like the quantizer) "
-          f"median {copy_gbps:.1f} GB/s; share {spread(100 * share, '.0f', '%')} "
-          f"(target >= 35%: {verdict(np.median(share) >= 0.35)})")
+          f"median {c.copy_gbps:.1f} GB/s; share {spread(100 * c.share, '.0f', '%')} "
+          f"(target >= 35%: {verdict(np.median(c.share) >= 0.35)})")
     return 0
 
 

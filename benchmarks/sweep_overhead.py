@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.verdicts import verdict  # noqa: E402
+from benchmarks.compare import verdict  # noqa: E402
 
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
 BARE = [sys.executable, str(ROOT / "benchmarks" / "bare_hydra_app.py")]
