@@ -9,10 +9,13 @@ vectorized; grouped-query attention (GQA) lets query head ``h`` read KV head
 given; with a cache it appends the new keys and values and attends over everything cached so
 far (a prefill). ``decode_step`` is the same arithmetic for one token per sequence, written
 for the fewest NumPy calls, since a decode step at small widths costs its call overhead.
+Both go through one softmax-and-PV routine, :func:`attend`, so the cache strategies differ
+only in what they keep, never in how they attend.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -129,17 +132,30 @@ def init_decoder(shape: DecoderShape, rng: np.random.Generator) -> Decoder:
 
 
 def rms_norm(x: np.ndarray) -> np.ndarray:
-    """RMSNorm over the last axis, without a gain: ``x / sqrt(mean(x**2) + eps)``."""
-    inv_d, eps = x.dtype.type(1.0 / x.shape[-1]), x.dtype.type(NORM_EPS)
+    """RMSNorm over the last axis, without a gain: ``x / sqrt(mean(x**2) + eps)``.
+
+    A single vector (one sequence's decode step) gets its scale as a Python float: two NumPy
+    calls instead of five, which is most of the cost at small widths.
+    """
+    d = x.shape[-1]
+    if x.size == d:
+        return x * (1.0 / math.sqrt(float(np.vdot(x, x)) / d + NORM_EPS))
+    inv_d, eps = x.dtype.type(1.0 / d), x.dtype.type(NORM_EPS)
     return x * ((np.vecdot(x, x)[..., None] * inv_d + eps) ** -0.5)
 
 
-def softmax_(s: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in place (rows must hold at least one finite value)."""
-    s -= np.maximum.reduce(s, axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= np.add.reduce(s, axis=-1, keepdims=True)
-    return s
+def attend(e: np.ndarray, vt: np.ndarray) -> np.ndarray:
+    """``softmax(e) @ V`` over the last axis of the scores ``e`` (..., rows, L), which it overwrites;
+    ``vt`` is V transposed, (..., d_head, L). Returns (..., rows, d_head).
+
+    Each row is shifted by its maximum (rows must hold at least one finite value) and normalized
+    after the product with V: ``d_head`` divisions per row instead of L.
+    """
+    e -= np.maximum.reduce(e, axis=-1, keepdims=True)
+    np.exp(e, out=e)
+    o = e @ vt.swapaxes(-1, -2)
+    o /= np.add.reduce(e, axis=-1, keepdims=True)
+    return o
 
 
 @lru_cache(maxsize=4)
@@ -151,13 +167,14 @@ def _future_bias(dtype: np.dtype) -> np.ndarray:
 
 
 def causal_attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, offset: int, counts: Counts | None = None
+    q: np.ndarray, kt: np.ndarray, vt: np.ndarray, offset: int, counts: Counts | None = None
 ) -> np.ndarray:
     """Causal softmax attention of new queries over all keys, heads vectorized.
 
-    ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head); ``k``, ``v``:
-    (B, n_kv_heads, L, d_head), views of a token-major cache are fine. Query ``i`` sits at
-    absolute position ``offset + i`` and sees keys ``0 .. offset + i``. Returns (B, n_kv_heads, group, Tq, d_head).
+    ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head); ``kt``, ``vt``:
+    keys and values transposed, (B, n_kv_heads, d_head, L), as caches hold them (any strides).
+    Query ``i`` sits at absolute position ``offset + i`` and sees keys ``0 .. offset + i``.
+    Returns (B, n_kv_heads, group, Tq, d_head).
     Queries go in chunks of ``QUERY_CHUNK``, each against the keys up to its last position;
     only the chunk's own last ``tc`` keys can lie in some query's future, so only they are masked.
     """
@@ -166,13 +183,13 @@ def causal_attention(
     for c0 in range(0, tq, QUERY_CHUNK):
         c1 = min(tq, c0 + QUERY_CHUNK)
         tc, kend = c1 - c0, offset + c1
-        s = q[:, :, :, c0:c1].reshape(b, hkv, g * tc, dh) @ k[:, :, :kend].swapaxes(-1, -2)
+        s = q[:, :, :, c0:c1].reshape(b, hkv, g * tc, dh) @ kt[..., :kend]
         if tc > 1:
             s.reshape(b, hkv, g, tc, kend)[..., kend - tc :] += _future_bias(s.dtype)[:tc, :tc]
-        chunks.append((softmax_(s) @ v[:, :, :kend]).reshape(b, hkv, g, tc, dh))
+        chunks.append(attend(s, vt[..., :kend]).reshape(b, hkv, g, tc, dh))
         if counts is not None:
             counts.flops += 4 * b * hkv * g * tc * kend * dh  # QK^T and PV
-            counts.bytes_read += 2 * b * hkv * kend * dh * k.itemsize  # K and V up to the chunk's end
+            counts.bytes_read += 2 * b * hkv * kend * dh * kt.itemsize  # K and V up to the chunk's end
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=3)
 
 
@@ -191,36 +208,39 @@ def forward(
     for i, layer in enumerate(model.layers):
         qkv = rms_norm(x).reshape(b * t, d) @ layer.w_qkv  # (B*T, d + 2 d_kv)
         q = qkv[:, :d].reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
-        kv = qkv[:, d:].reshape(b, t, 2, hkv, dh)  # token-major, as caches hold them
-        if cache is not None:
-            kv = cache.append(i, kv)
-        k, v = kv[:, :, 0].transpose(0, 2, 1, 3), kv[:, :, 1].transpose(0, 2, 1, 3)  # (B, Hkv, L, d_head)
-        o = causal_attention(q, k, v, offset=kv.shape[1] - t, counts=counts)
+        kv = qkv[:, d:].reshape(b, t, 2 * s.d_kv).transpose(0, 2, 1)  # one column per token
+        kv = kv.reshape(b, 2, hkv, dh, t) if cache is None else cache.append(i, kv)  # (B, 2, Hkv, d_head, L)
+        o = causal_attention(q, kv[:, 0], kv[:, 1], offset=kv.shape[-1] - t, counts=counts)
         o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
         x = x + (o @ layer.w_o).reshape(b, t, d)
         _count(counts, i, layer, b, t)
     return x
 
 
-def decode_step(model: Decoder, x: np.ndarray, cache, counts: Counts | None = None) -> np.ndarray:
-    """One generated token per sequence: ``x`` (B, d_model) after the cached ones; returns (B, d_model).
+def decode_step(
+    model: Decoder, x: np.ndarray, cache, counts: Counts | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """One generated token per sequence: ``x`` (B, d_model) after the cached ones; returns (B, d_model),
+    written into ``out`` if given.
 
-    The same arithmetic as :func:`forward` for one token, on 2-D arrays and with the fewest NumPy
-    calls: at small widths a decode step costs its call overhead, not its FLOPs.
+    The same arithmetic as :func:`forward` for one token, with the fewest NumPy calls: at small
+    widths a decode step costs its call overhead, not its FLOPs. The new keys and values go into
+    the cache as one column; the softmax is normalized after the product with V (dividing
+    ``d_head`` values per head instead of L).
     """
     s = model.shape
     b, d = x.shape
-    hkv, g, dh = s.n_kv_heads, s.group, s.d_head
+    heads = (b, s.n_kv_heads, s.group, s.d_head)  # query heads grouped by the KV head they read
+    last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
-        qkv = rms_norm(x) @ layer.w_qkv  # (B, d + 2 d_kv)
-        kv = cache.append(i, qkv[:, d:].reshape(b, 1, 2, hkv, dh))  # (B, L, 2, Hkv, d_head)
-        scores = softmax_(qkv[:, :d].reshape(b, hkv, g, dh) @ kv[:, :, 0].transpose(0, 2, 3, 1))  # (B,Hkv,G,L)
-        o = scores @ kv[:, :, 1].transpose(0, 2, 1, 3)  # (B, Hkv, G, d_head)
-        x = x + o.reshape(b, d) @ layer.w_o
+        qkv = np.dot(rms_norm(x), layer.w_qkv)  # (B, d + 2 d_kv)
+        kv = cache.append(i, qkv[:, d:, None])  # the token's column in; (B, 2, Hkv, d_head, L) out
+        o = attend(qkv[:, :d].reshape(heads) @ kv[:, 0], kv[:, 1])  # (B, Hkv, G, d_head)
+        x = np.add(x, np.dot(o.reshape(b, d), layer.w_o), out=out if i == last else None)
         if counts is not None:
-            counts.flops += 4 * b * d * kv.shape[1]
-            counts.bytes_read += 2 * b * hkv * kv.shape[1] * dh * kv.itemsize
-        _count(counts, i, layer, b, 1)
+            counts.flops += 4 * b * d * kv.shape[-1]
+            counts.bytes_read += 2 * kv[:, 0].size * kv.itemsize
+            _count(counts, i, layer, b, 1)
     return x
 
 

@@ -24,7 +24,7 @@ def make_cache(
     """The cache a strategy uses (``None`` for ``recompute``)."""
     strategy = Strategy(strategy)
     if strategy is Strategy.concat:
-        return ConcatCache(shape.n_layers, counts)
+        return ConcatCache(shape, batch, counts)
     if strategy is Strategy.prealloc:
         return PreallocCache(shape, batch, max_len, counts)
     return None
@@ -64,8 +64,9 @@ def generate(
     if prompt_len:
         forward(model, x[:, :prompt_len], cache, counts)
     for i in range(n):
-        out[:, i] = decode_step(model, x[:, prompt_len + i], cache, counts)
-        _check_deadline(deadline, i, n, strategy)
+        decode_step(model, x[:, prompt_len + i], cache, counts, out=out[:, i])
+        if deadline is not None:
+            _check_deadline(deadline, i, n, strategy)
     return out
 
 

@@ -1,9 +1,13 @@
 """KV caches (grown by concatenation, or preallocated) and the KV-cache memory calculator.
 
-A cache holds, per layer, keys and values token-major, as one array laid out
-(batch, tokens, 2, n_kv_heads, d_head): index 0 of axis 2 the keys, 1 the values. One token's
-keys and values are then one contiguous run, exactly as the projection writes them.
-``append(layer, kv)`` adds the new tokens and returns everything cached so far.
+A cache holds, per layer, keys and values transposed, token index last, as one array laid out
+(batch, 2, n_kv_heads, d_head, tokens): index 0 of axis 1 the keys, 1 the values. Each head's
+K^T and V^T are then ``d_head`` contiguous rows over the tokens, which the attention products
+stream along (``q @ K^T`` and ``V^T @ p``), and one token's keys and values are one column of
+``2 * d_kv`` values, in the order the projection writes them (keys then values, head-major).
+
+``append(layer, columns)`` takes the new tokens as such columns, (batch, 2 * d_kv, new tokens),
+writes them in one call and returns everything cached so far, (batch, 2, n_kv_heads, d_head, tokens).
 """
 
 from __future__ import annotations
@@ -27,20 +31,22 @@ class Strategy(Enum):
 class ConcatCache:
     """Cache grown by ``np.concatenate`` along the token axis: every append copies it all."""
 
-    def __init__(self, n_layers: int, counts: Counts | None = None) -> None:
-        self.n_layers = n_layers
+    def __init__(self, shape: DecoderShape, batch: int, counts: Counts | None = None) -> None:
+        self.heads = (batch, 2, shape.n_kv_heads, shape.d_head)
+        self.n_layers = shape.n_layers
         self.counts = counts
         self.reset()
 
     def reset(self) -> None:
-        self.kv: list[np.ndarray | None] = [None] * self.n_layers
+        self.columns: list[np.ndarray | None] = [None] * self.n_layers  # (B, 2 d_kv, tokens) each
 
     def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
-        old = self.kv[layer]
-        self.kv[layer] = np.ascontiguousarray(kv) if old is None else np.concatenate([old, kv], axis=1)
+        old = self.columns[layer]
+        new = np.ascontiguousarray(kv) if old is None else np.concatenate([old, kv], axis=-1)
+        self.columns[layer] = new
         if self.counts is not None:
-            self.counts.cache_bytes_copied += self.kv[layer].nbytes
-        return self.kv[layer]
+            self.counts.cache_bytes_copied += new.nbytes
+        return new.reshape(*self.heads, new.shape[-1])
 
 
 class PreallocCache:
@@ -49,8 +55,10 @@ class PreallocCache:
     def __init__(
         self, shape: DecoderShape, batch: int, max_len: int, counts: Counts | None = None
     ) -> None:
-        dims = (shape.n_layers, batch, max_len, 2, shape.n_kv_heads, shape.d_head)
+        dims = (shape.n_layers, batch, 2, shape.n_kv_heads, shape.d_head, max_len)
         self.kv = np.empty(dims, dtype=shape.dtype)
+        self.layers = list(self.kv)  # (B, 2, Hkv, d_head, max_len) per layer
+        self.columns = [kv.reshape(batch, 2 * shape.d_kv, max_len) for kv in self.layers]  # views
         self.max_len = max_len
         self.counts = counts
         self.reset()
@@ -60,14 +68,14 @@ class PreallocCache:
 
     def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
         start = self.length[layer]
-        end = start + kv.shape[1]
+        end = start + kv.shape[-1]
         if end > self.max_len:
             raise ValueError(f"PreallocCache holds {self.max_len} tokens; appending would make {end}")
-        self.kv[layer, :, start:end] = kv
+        self.columns[layer][..., start:end] = kv
         self.length[layer] = end
         if self.counts is not None:
             self.counts.cache_bytes_copied += kv.nbytes
-        return self.kv[layer, :, :end]
+        return self.layers[layer][..., :end]
 
 
 def kv_cache_bytes(

@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_core.attention import Counts, DecoderShape, causal_attention, forward, init_decoder, rms_norm
+from infer_core.attention import (
+    Counts,
+    DecoderShape,
+    attend,
+    causal_attention,
+    decode_step,
+    forward,
+    init_decoder,
+    rms_norm,
+)
 from infer_core.decode import generate, make_cache, reference_outputs
-from infer_core.kv_cache import PreallocCache, Strategy
+from infer_core.kv_cache import ConcatCache, PreallocCache, Strategy
 
 # float32 outputs are O(1) and pass through a few dozen roundings: 1e-4 is ~1000 ulp of 1.0.
 ATOL = {"float32": 1e-4, "float64": 1e-11}
@@ -76,7 +85,7 @@ def test_gqa_query_head_reads_kv_head_h_div_group():
     b, hkv, g, t, dh = 2, 2, 3, 5, 4
     q = rng.standard_normal((b, hkv, g, t, dh))
     k, v = rng.standard_normal((b, hkv, t, dh)), rng.standard_normal((b, hkv, t, dh))
-    out = causal_attention(q, k, v, offset=0)
+    out = causal_attention(q, k.swapaxes(-1, -2), v.swapaxes(-1, -2), offset=0)  # caches hold K^T, V^T
     flat_q = q.reshape(b, hkv * g, t, dh)  # query head h = kv * g + j
     for h in range(hkv * g):
         kv = h // g
@@ -103,9 +112,9 @@ def test_prealloc_cache_reuse_and_overflow():
     first = generate(model, x, 2, "prealloc", cache=cache)
     second = generate(model, x, 2, "prealloc", cache=cache)  # reset, not reallocated
     np.testing.assert_array_equal(first, second)
-    assert isinstance(cache, PreallocCache) and cache.kv.shape == (2, 1, 6, 2, 2, 8)
+    assert isinstance(cache, PreallocCache) and cache.kv.shape == (2, 1, 2, 2, 8, 6)
     with pytest.raises(ValueError, match="holds 6 tokens"):
-        cache.append(0, np.zeros((1, 1, 2, 2, 8), np.float32))
+        cache.append(0, np.zeros((1, 2 * 2 * 8, 1), np.float32))  # one token: keys and values of 2 heads
 
 
 def test_rms_norm_and_shape_validation():
@@ -126,3 +135,57 @@ def test_same_seed_same_weights_and_outputs():
     np.testing.assert_array_equal(a.layers[0].w_qkv, b.layers[0].w_qkv)
     np.testing.assert_array_equal(xa, xb)
     assert not np.array_equal(a.layers[0].w_qkv, c.layers[0].w_qkv)
+
+
+def test_attend_is_softmax_then_pv_with_masked_keys():
+    """Normalizing after the product with V gives softmax(e) @ V; -inf scores get weight 0."""
+    rng = np.random.default_rng(3)
+    e = rng.standard_normal((2, 3, 5, 7)) * 4
+    e[..., 0, 4:] = -np.inf  # a query that sees only the first 4 keys
+    vt = rng.standard_normal((2, 3, 6, 7))  # V transposed: (d_head, L)
+    p = np.exp(e - e.max(-1, keepdims=True))
+    expected = (p / p.sum(-1, keepdims=True)) @ vt.swapaxes(-1, -2)
+    np.testing.assert_allclose(attend(e.copy(), vt), expected, rtol=0, atol=1e-14)
+    first = p[..., :1, :4] / p[..., :1, :4].sum(-1, keepdims=True)  # over the keys it sees only
+    seen = first @ vt[..., :4].swapaxes(-1, -2)
+    np.testing.assert_allclose(attend(e.copy(), vt)[..., :1, :], seen, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rms_norm_of_one_vector_matches_the_batched_path(dtype):
+    """One vector takes the Python-float scale; rows of a batch the array path: same values
+    within a few ulp (the scale is rounded once in float64 instead of three times in dtype)."""
+    x = np.random.default_rng(4).standard_normal((3, 64)).astype(dtype)
+    one = np.stack([rms_norm(row[None])[0] for row in x])
+    np.testing.assert_allclose(one, rms_norm(x), rtol=4 * np.finfo(dtype).eps, atol=0)
+    np.testing.assert_allclose(one, x / np.sqrt(np.mean(x.astype(np.float64) ** 2, -1, keepdims=True) + 1e-5),
+                               rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_cache_holds_each_token_as_a_column_of_keys_then_values():
+    """Layout (layer, B, 2, Hkv, d_head, tokens): entry [l, b, 0, h, :, t] is token t's key for head h."""
+    model, x = build(32, 4, 2, 2, 2, 3, 2, "float64")
+    cache = make_cache("prealloc", model.shape, 2, 5)
+    generate(model, x, 3, "prealloc", cache=cache)
+    s, layer = model.shape, model.layers[0]
+    h = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-5)  # layer 0 sees x itself
+    k = (h @ layer.w_qkv[:, s.d_model : s.d_model + s.d_kv]).reshape(2, 5, s.n_kv_heads, s.d_head)
+    v = (h @ layer.w_qkv[:, s.d_model + s.d_kv :]).reshape(2, 5, s.n_kv_heads, s.d_head)
+    np.testing.assert_allclose(cache.kv[0, :, 0], k.transpose(0, 2, 3, 1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cache.kv[0, :, 1], v.transpose(0, 2, 3, 1), rtol=0, atol=1e-12)
+    concat = ConcatCache(s, 2)
+    generate(model, x, 3, "concat", cache=concat)
+    for i in range(2):
+        np.testing.assert_array_equal(concat.columns[i].reshape(cache.kv[i].shape), cache.kv[i])
+
+
+def test_decode_step_writes_into_out():
+    model, x = build(32, 4, 2, 2, 2, 3, 1, "float32")
+    results = []
+    for out in (None, np.empty((2, 32), np.float32)):
+        cache = make_cache("prealloc", model.shape, 2, 4)
+        forward(model, x[:, :3], cache)
+        y = decode_step(model, x[:, 3], cache, out=out)
+        assert out is None or y is out
+        results.append(y)
+    np.testing.assert_array_equal(results[0], results[1])
