@@ -65,8 +65,7 @@ def generate(
         forward(model, x[:, :prompt_len], cache, counts)
     for i in range(n):
         decode_step(model, x[:, prompt_len + i], cache, counts, out=out[:, i])
-        if deadline is not None:
-            _check_deadline(deadline, i, n, strategy)
+        _check_deadline(deadline, i, n, strategy)
     return out
 
 
