@@ -57,8 +57,8 @@ class PreallocCache:
     ) -> None:
         dims = (shape.n_layers, batch, 2, shape.n_kv_heads, shape.d_head, max_len)
         self.kv = np.empty(dims, dtype=shape.dtype)
-        self.layers = list(self.kv)  # (B, 2, Hkv, d_head, max_len) per layer
-        self.columns = [kv.reshape(batch, 2 * shape.d_kv, max_len) for kv in self.layers]  # views
+        # per layer, the same buffer as (B, 2 d_kv, max_len): an append writes its columns in one call
+        self.columns = [kv.reshape(batch, 2 * shape.d_kv, max_len) for kv in self.kv]
         self.max_len = max_len
         self.counts = counts
         self.reset()
@@ -75,7 +75,7 @@ class PreallocCache:
         self.length[layer] = end
         if self.counts is not None:
             self.counts.cache_bytes_copied += kv.nbytes
-        return self.layers[layer][..., :end]
+        return self.kv[layer, ..., :end]
 
 
 def kv_cache_bytes(
