@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	dir=outputs/sweeps/demo-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
 	$(PY) experiments/run.py experiment=machine bench.threads=1 hydra.run.dir=$$dir/machine_1_thread || status=1; \
-	$(PY) experiments/run.py sweep=seed_kv hydra.sweep.dir=$$dir/kv_cache || status=1; \
-	$(PY) experiments/run.py sweep=seed_quant hydra.sweep.dir=$$dir/quantization || status=1; \
-	$(PY) experiments/run.py sweep=seed_matmul hydra.sweep.dir=$$dir/matmul || status=1; \
+	$(PY) experiments/run.py sweep=demo_kv hydra.sweep.dir=$$dir/kv_cache || status=1; \
+	$(PY) experiments/run.py sweep=demo_quant hydra.sweep.dir=$$dir/quantization || status=1; \
+	$(PY) experiments/run.py sweep=demo_matmul hydra.sweep.dir=$$dir/matmul || status=1; \
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 test: $(STAMP)

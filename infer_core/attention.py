@@ -3,7 +3,7 @@
 Each block is pre-norm and residual: ``x = x + attn(rms_norm(x)) @ W_o``, with one
 fused projection ``W_qkv`` of shape ``(d_model, d_model + 2 * d_kv)``. Heads are
 vectorized; grouped-query attention (GQA) lets query head ``h`` read KV head
-``h // (n_heads // n_kv_heads)`` (GUIDE §6).
+``h // (n_heads // n_kv_heads)``.
 
 ``forward`` is the forward pass: without a cache it is the full causal pass over the tokens
 given; with a cache it appends the new keys and values and attends over everything cached so
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 
@@ -83,19 +84,13 @@ class Layer:
     w_o: np.ndarray
 
 
-@dataclass
-class Counts:
-    """What a run did, counted as it runs: K/V token projections per layer, FLOPs, cache copies,
-    and the bytes read from weights and from keys/values (each once per forward call)."""
+class KVCache(Protocol):
+    """What :func:`forward` and :func:`decode_step` need of a KV cache (see :mod:`infer_core.kv_cache`)."""
 
-    kv_projections: list[int]
-    flops: int = 0
-    cache_bytes_copied: int = 0
-    bytes_read: int = 0
-
-    @classmethod
-    def for_layers(cls, n_layers: int) -> Counts:
-        return cls(kv_projections=[0] * n_layers)
+    def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
+        """Store new tokens, given as columns (batch, 2 * d_kv, new tokens); return every cached token,
+        (batch, 2, n_kv_heads, d_head, tokens)."""
+        ...
 
 
 @dataclass
@@ -166,9 +161,7 @@ def _future_bias(dtype: np.dtype) -> np.ndarray:
     return bias
 
 
-def causal_attention(
-    q: np.ndarray, kt: np.ndarray, vt: np.ndarray, offset: int, counts: Counts | None = None
-) -> np.ndarray:
+def causal_attention(q: np.ndarray, kt: np.ndarray, vt: np.ndarray, offset: int) -> np.ndarray:
     """Causal softmax attention of new queries over all keys, heads vectorized.
 
     ``q``: (B, n_kv_heads, group, Tq, d_head), already scaled by 1/sqrt(d_head); ``kt``, ``vt``:
@@ -187,15 +180,10 @@ def causal_attention(
         if tc > 1:
             s.reshape(b, hkv, g, tc, kend)[..., kend - tc :] += _future_bias(s.dtype)[:tc, :tc]
         chunks.append(attend(s, vt[..., :kend]).reshape(b, hkv, g, tc, dh))
-        if counts is not None:
-            counts.flops += 4 * b * hkv * g * tc * kend * dh  # QK^T and PV
-            counts.bytes_read += 2 * b * hkv * kend * dh * kt.itemsize  # K and V up to the chunk's end
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=3)
 
 
-def forward(
-    model: Decoder, x: np.ndarray, cache=None, counts: Counts | None = None
-) -> np.ndarray:
+def forward(model: Decoder, x: np.ndarray, cache: KVCache | None = None) -> np.ndarray:
     """Run the blocks over ``x`` (B, T, d_model) and return the hidden states (B, T, d_model).
 
     Without ``cache`` this is the full causal pass over the T tokens. With a cache (see
@@ -210,16 +198,13 @@ def forward(
         q = qkv[:, :d].reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
         kv = qkv[:, d:].reshape(b, t, 2 * s.d_kv).transpose(0, 2, 1)  # one column per token
         kv = kv.reshape(b, 2, hkv, dh, t) if cache is None else cache.append(i, kv)  # (B, 2, Hkv, d_head, L)
-        o = causal_attention(q, kv[:, 0], kv[:, 1], offset=kv.shape[-1] - t, counts=counts)
+        o = causal_attention(q, kv[:, 0], kv[:, 1], offset=kv.shape[-1] - t)
         o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
         x = x + (o @ layer.w_o).reshape(b, t, d)
-        _count(counts, i, layer, b, t)
     return x
 
 
-def decode_step(
-    model: Decoder, x: np.ndarray, cache, counts: Counts | None = None, out: np.ndarray | None = None
-) -> np.ndarray:
+def decode_step(model: Decoder, x: np.ndarray, cache: KVCache, out: np.ndarray | None = None) -> np.ndarray:
     """One generated token per sequence: ``x`` (B, d_model) after the cached ones; returns (B, d_model),
     written into ``out`` if given.
 
@@ -237,17 +222,4 @@ def decode_step(
         kv = cache.append(i, qkv[:, d:, None])  # the token's column in; (B, 2, Hkv, d_head, L) out
         o = attend(qkv[:, :d].reshape(heads) @ kv[:, 0], kv[:, 1])  # (B, Hkv, G, d_head)
         x = np.add(x, np.dot(o.reshape(b, d), layer.w_o), out=out if i == last else None)
-        if counts is not None:
-            counts.flops += 4 * b * d * kv.shape[-1]
-            counts.bytes_read += 2 * kv[:, 0].size * kv.itemsize
-            _count(counts, i, layer, b, 1)
     return x
-
-
-def _count(counts: Counts | None, i: int, layer: Layer, b: int, t: int) -> None:
-    """Projections of ``t`` tokens through block ``i``: K/V projections, FLOPs, weight bytes."""
-    if counts is not None:
-        d, width = layer.w_qkv.shape
-        counts.kv_projections[i] += t
-        counts.flops += 2 * b * t * d * width + 2 * b * t * d * d
-        counts.bytes_read += layer.w_qkv.nbytes + layer.w_o.nbytes

@@ -1,4 +1,4 @@
-"""What a measurement ran on: Python, NumPy, BLAS and its threads, CPU, git state."""
+"""What a measurement ran on: Python, NumPy, BLAS and its threads, CPU, git state (:class:`Environment`)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def blas_info() -> dict[str, str | int]:
@@ -45,8 +44,8 @@ def usable_cpus() -> int:
 
 
 @lru_cache(maxsize=4)
-def git_state(root: Path = REPO_ROOT) -> tuple[str, bool | None]:
-    """(commit, dirty) of the checkout holding this code; ("unknown", None) outside git.
+def git_state(root: Path) -> tuple[str, bool | None]:
+    """(commit, dirty) of the git checkout at ``root``; ("unknown", None) outside git.
 
     Read once per process: a sweep's jobs share it, and git costs tens of milliseconds.
     """
@@ -63,18 +62,38 @@ def git_state(root: Path = REPO_ROOT) -> tuple[str, bool | None]:
     return commit, bool(status.strip())
 
 
-def capture(concurrency: int = 1) -> dict[str, str | int | bool | None]:
-    """One flat record of the environment, keyed by the CSV column names of GUIDE §3."""
-    commit, dirty = git_state()
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        **blas_info(),
-        "cpu": cpu_model(),
-        "n_cpus": usable_cpus(),
-        "platform": f"{sys.platform}-{platform.machine()}",
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "concurrency": concurrency,
-    }
+@dataclass(frozen=True)
+class Environment:
+    """What a measurement ran on: each field is a column of a result row."""
+
+    python: str  # Python version
+    numpy: str  # NumPy version
+    blas: str  # the BLAS NumPy calls: library, version, CPU architecture it was built for
+    blas_threads: int  # BLAS threads in force while measuring
+    cpu: str  # CPU model name
+    n_cpus: int  # CPUs this process may run on
+    platform: str  # OS and machine architecture
+    git_commit: str  # commit of the measured code ("unknown" outside git)
+    git_dirty: bool | None  # uncommitted changes to tracked files
+    started_utc: str  # when the measurement started (ISO 8601, UTC)
+    concurrency: int  # measurements running at once on this machine (they share cores and bandwidth)
+
+
+def capture(repo: Path, concurrency: int = 1) -> Environment:
+    """The environment now; ``repo`` is the checkout whose commit is recorded, ``concurrency`` how many
+    measurements run at once."""
+    commit, dirty = git_state(Path(repo))
+    blas = blas_info()
+    return Environment(
+        python=platform.python_version(),
+        numpy=np.__version__,
+        blas=str(blas["blas"]),
+        blas_threads=int(blas["blas_threads"]),
+        cpu=cpu_model(),
+        n_cpus=usable_cpus(),
+        platform=f"{sys.platform}-{platform.machine()}",
+        git_commit=commit,
+        git_dirty=dirty,
+        started_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        concurrency=concurrency,
+    )

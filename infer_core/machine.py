@@ -1,4 +1,4 @@
-"""What this machine can physically do, measured once and cached (GUIDE §5).
+"""What this machine can physically do, measured once and cached.
 
 Peak compute: the best sgemm and dgemm GFLOP/s over large square sizes (FLOPs = 2·n³).
 Memory bandwidth: STREAM-style copy (``b = a``, 16 B per float64 element: read + write) and
@@ -27,7 +27,6 @@ from infer_core.files import write_text_atomic
 from infer_core.timing import measure
 
 GEMM_SIZES = (1024, 2048, 3072)
-DEFAULT_CACHE = Path("outputs/machine.json")
 
 
 @dataclass(frozen=True)
@@ -206,11 +205,11 @@ def machine_key() -> dict[str, str | int]:
 
 
 def reference(
-    path: str | Path = DEFAULT_CACHE,
+    path: str | Path,
     force: bool = False,
     measure_fn: Callable[[], MachineRef] = measure_machine,
 ) -> tuple[MachineRef, bool]:
-    """The machine reference for the current key: from the cache, else measured and stored.
+    """The machine reference for the current key: from the cache file ``path``, else measured and stored there.
 
     Returns ``(reference, measured_now)``. Entries for other keys (thread counts, ...) are kept.
     """
@@ -230,7 +229,7 @@ def reference(
     return ref, True
 
 
-def cached_entries(path: str | Path = DEFAULT_CACHE) -> list[dict]:
+def cached_entries(path: str | Path) -> list[dict]:
     """Every cached measurement (key and reference), for reports."""
     return _read(Path(path))
 

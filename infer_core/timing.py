@@ -1,4 +1,4 @@
-"""The timing harness (GUIDE §4): warm-up, calibration, repeated samples, robust statistics.
+"""The timing harness: warm-up, calibration, repeated samples, robust statistics.
 
 ``measure(fn)`` warms ``fn`` up, repeats it inside each sample until a sample lasts at
 least ``min_sample_s``, takes ``repeats`` samples with ``perf_counter_ns`` (and the
@@ -84,7 +84,7 @@ class Timing:
         return self.cv > UNSTABLE_CV or min(self.sample_ns) < UNSTABLE_MIN_SAMPLE_S * 1e9
 
     def stats(self) -> dict[str, float | int | bool]:
-        """The per-point summary of GUIDE §4, keyed by CSV column name."""
+        """The per-point summary of a measurement, keyed by CSV column name."""
         q1, med, q3 = self.quartiles
         return {
             "time_median_s": med,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import registry
+from experiments.framework.app import register_schemas
+from experiments.registry import EXPERIMENTS
 
-registry.store_schemas()  # tests that compose configs in-process need the schemas
+register_schemas(EXPERIMENTS)  # tests that compose configs in-process need the schemas
 ROOT = Path(__file__).resolve().parents[1]
 #: Small, fast measurement settings for end-to-end runs (the protocol still applies).
 FAST_BENCH = ["bench.repeats=5", "bench.min_sample_s=0.0005"]

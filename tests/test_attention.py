@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from infer_core.attention import (
-    Counts,
     DecoderShape,
     attend,
     causal_attention,
@@ -107,8 +106,7 @@ def test_recompute_keeps_the_long_prompt_exact_beyond_one_query_chunk():
 
 def test_prealloc_cache_reuse_and_overflow():
     model, x = build(16, 2, None, 2, 1, 2, 4, "float32")
-    counts = Counts.for_layers(2)
-    cache = make_cache("prealloc", model.shape, 1, 6, counts)
+    cache = make_cache("prealloc", model.shape, 1, 6)
     first = generate(model, x, 2, "prealloc", cache=cache)
     second = generate(model, x, 2, "prealloc", cache=cache)  # reset, not reallocated
     np.testing.assert_array_equal(first, second)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.base import ConfigError
-from experiments.kv_cache import KVConfig, check_memory
-from experiments.runner import validate
+from experiments.framework import point
+from experiments.framework.app import infer_experiment
+from experiments.framework.spec import ConfigError
+from experiments.kv_cache.measure import check_memory
+from experiments.kv_cache.schema import KVConfig
+from experiments.registry import EXPERIMENTS
 from tests.conftest import ROOT, run_app
+
+
+def validate(cfg):
+    return point.validate(cfg, EXPERIMENTS)
 
 
 def composed(*overrides: str):
@@ -37,7 +44,7 @@ def test_defaults_validate():
         (["kv.prompt_len=-1"], "kv.prompt_len=-1 must be >= 0"),
         (["kv.n_kv_heads=0"], "kv.n_kv_heads=0 must be >= 1"),
         (["seed=-1"], "seed=-1 must be a non-negative integer"),
-        (["bench.repeats=3"], "bench.repeats=3 must be >= 5"),
+        (["bench.repeats=3"], "bench.repeats=3 must be >= 5: a median and quartiles need five samples"),
         (["bench.max_seconds=0"], "bench.max_seconds=0.0 must be > 0"),
         (["kv.strategies=[prealloc,prealloc]"], "kv.strategies=['prealloc', 'prealloc'] repeats a strategy"),
         (["kv.strategies=[]"], "kv.strategies is empty"),
@@ -120,12 +127,14 @@ def test_quantization_method_presets_set_their_keys():
 
 
 def test_the_experiment_is_inferred_from_its_knobs():
-    from experiments.run import with_inferred_experiment as infer
+    def infer(args):
+        return infer_experiment(args, EXPERIMENTS, "kv_cache")
 
-    assert infer(["run.py", "-m", "quant.granularity=a,b", "quant.bits=8,4"])[-1] == "experiment=quantization"
-    assert infer(["run.py", "-m", "bench.threads=1,2", "matmul.size=256,512"])[-1] == "experiment=matmul"
-    assert infer(["run.py", "kv.d_model=128"]) == ["run.py", "kv.d_model=128"]  # the default experiment
-    for unchanged in (["run.py", "experiment=matmul", "quant.bits=4"], ["run.py", "sweep=seed_kv", "quant.bits=4"],
-                      ["run.py", "bench.threads=2"], ["run.py", "kv.seq_len=3", "quant.bits=4"],
-                      ["run.py", "--config-dir", "x", "--config-name", "config", "quant.bits=4"]):
+    assert infer(["-m", "quant.granularity=a,b", "quant.bits=8,4"])[-1] == "experiment=quantization"
+    assert infer(["-m", "bench.threads=1,2", "matmul.size=256,512"])[-1] == "experiment=matmul"
+    assert infer(["qmethod=q4_k"])[-1] == "experiment=quantization"  # a group only one experiment reads
+    assert infer(["-m", "mmcase=qkv_decode,square_256"])[-1] == "experiment=matmul"
+    assert infer(["kv.d_model=128"]) == ["kv.d_model=128"]  # the default experiment
+    for unchanged in (["experiment=matmul", "quant.bits=4"], ["sweep=demo_kv", "quant.bits=4"],
+                      ["bench.threads=2"], ["kv.seq_len=3", "quant.bits=4"]):
         assert infer(unchanged) == unchanged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.results import flatten, to_csv
+from experiments.framework.store import flatten, to_csv
 from infer_core.files import atomic_path, write_text_atomic
 
 

@@ -57,7 +57,7 @@ def test_affine_all_positive_row_vs_the_classic_rule():
     affine = quantize_uniform(x, 8, "affine", "per_channel")
     scale = float(affine.scales[0])
     assert np.abs(affine.dequantize() - x).max() < scale / 2
-    naive = quantize_uniform(x, 8, "seed_minmax", "per_channel")
+    naive = quantize_uniform(x, 8, "naive_minmax", "per_channel")
     assert np.abs(naive.dequantize() - x).max() == pytest.approx(10.0, abs=0.01)
     negative = quantize_uniform(-x, 8, "affine", "per_channel")
     assert np.abs(negative.dequantize() + x).max() < float(negative.scales[0]) / 2
@@ -80,7 +80,7 @@ def test_symmetric_int8_per_channel_mse_matches_uniform_noise():
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-@pytest.mark.parametrize("scheme", ["symmetric", "affine", "seed_minmax"])
+@pytest.mark.parametrize("scheme", ["symmetric", "affine", "naive_minmax"])
 @pytest.mark.parametrize("gran", ["per_tensor", "per_channel", "per_group"])
 def test_every_combination_stays_within_its_error_bound(bits, scheme, gran):
     """Symmetric: half a step everywhere. Min/max schemes: half a step inside the range; at its
@@ -108,10 +108,10 @@ def test_rows_of_zeros_and_constants_without_warnings():
     w[2] = -3.0
     with warnings.catch_warnings(), np.errstate(divide="raise", invalid="raise", over="raise"):
         warnings.simplefilter("error")
-        for scheme in ("symmetric", "affine", "seed_minmax"):
+        for scheme in ("symmetric", "affine", "naive_minmax"):
             for gran in ("per_tensor", "per_channel", "per_group"):
                 back = quantize_uniform(w, 4, scheme, gran, 32).dequantize()
-                if scheme != "seed_minmax":  # the classic rule loses constant rows: that is its flaw
+                if scheme != "naive_minmax":  # the classic rule loses constant rows: that is its flaw
                     np.testing.assert_array_equal(back[0], 0)
                     assert np.abs(back[1:] - w[1:]).max() <= 3.0 / 7 / 2 + 1e-6, (scheme, gran)
         back = quantize_nf4(w).dequantize()
@@ -190,7 +190,7 @@ def test_metrics_by_hand():
 
 def test_synthetic_distributions():
     rng = np.random.default_rng(0)
-    demo = synthetic_weights("seed_demo", 512, 512, rng)
+    demo = synthetic_weights("demo_matrix", 512, 512, rng)
     assert demo.dtype == np.float32 and demo.shape == (512, 512)
     assert np.std(demo[:100]) == pytest.approx(0.04, rel=0.05)
     assert np.std(demo[200:400]) == pytest.approx(0.02, rel=0.05)

@@ -6,9 +6,15 @@ import csv
 
 import pytest
 
-import experiments.kv_cache as kv
-from experiments.runner import JobInfo, run_point
+import experiments.kv_cache.measure as kv
+from experiments.framework.point import JobInfo, PointApp
+from experiments.registry import EXPERIMENTS
+from tests.conftest import ROOT
 from tests.test_config import composed
+
+
+def run_point(cfg, job):
+    return PointApp(EXPERIMENTS, ROOT).run(cfg, job)
 
 SMALL = ["kv.seq_len=5", "kv.d_model=16", "kv.n_heads=2", "bench.min_sample_s=0.0005"]
 
@@ -52,7 +58,7 @@ def test_counts_that_disagree_with_the_formulas_fail_the_variant(tmp_path, monke
     monkeypatch.setattr(kv, "expected_kv_projections", lambda strategy, p, n: -1)
     outcome = run_point(composed(*SMALL, "kv.strategies=[prealloc]"), JobInfo(tmp_path))
     assert outcome.status == "failed"
-    assert "!= formulas" in rows(tmp_path)[0]["error"]
+    assert "!= closed-form" in rows(tmp_path)[0]["error"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -10,9 +10,14 @@ import sys
 import pandas as pd
 import pytest
 
-from experiments.report import build_report
-from experiments.results import SCHEMA_VERSION
+from experiments.framework.store import SCHEMA_VERSION
+from experiments.registry import EXPERIMENTS
+from experiments.reporting import gather
 from tests.conftest import FAST_BENCH, ROOT, job_dirs, run_app
+
+
+def build_report(folders, out, machine_file=ROOT / "outputs" / "machine.json"):
+    return gather.build_report(folders, out, machine_file, EXPERIMENTS)
 
 KEY_COLUMNS = [
     "experiment", "variant", "status", "error", "kv.seq_len", "kv.d_model", "kv.n_heads", "seed",
@@ -116,8 +121,8 @@ def test_single_run_default_dir_and_budget_skip(tmp_path):
 
 
 def test_sweep_preset_and_command_line_precedence(tmp_path):
-    """sweep=seed_kv sets six lengths; a command-line value for the same key wins."""
-    proc = run_app("sweep=seed_kv", "kv.seq_len=5", "kv.strategies=[prealloc]", f"hydra.sweep.dir={tmp_path}",
+    """sweep=demo_kv sets six lengths; a command-line value for the same key wins."""
+    proc = run_app("sweep=demo_kv", "kv.seq_len=5", "kv.strategies=[prealloc]", f"hydra.sweep.dir={tmp_path}",
                    *FAST_BENCH)
     assert proc.returncode == 0, proc.stderr
     (job,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from experiments.sweeping import point_dir_name
+from experiments.framework.plan import point_dir_name
 from tests.conftest import FAST_BENCH, ROOT, job_dirs, run_app
 
 SMALL = ["kv.d_model=16", "kv.n_heads=2", "bench.threads=1", *FAST_BENCH]
@@ -28,7 +28,7 @@ def by_point(rows) -> dict:
 
 
 def test_point_dir_names_are_stable_and_safe():
-    assert point_dir_name(["kv.seq_len=10", "sweep=seed_kv"]) == "kv.seq_len=10,sweep=seed_kv"
+    assert point_dir_name(["kv.seq_len=10", "sweep=demo_kv"]) == "kv.seq_len=10,sweep=demo_kv"
     assert point_dir_name(["a.path=/data/x", "b=k=v", "c='x y'"]) == "a.path=%2Fdata%2Fx,b=k=v,c=%27x%20y%27"
     assert point_dir_name(["sweep.resume=false", "hydra.launcher.n_jobs=2"]) == "defaults"
     long = point_dir_name([f"k{i}=value{i}" for i in range(40)])
@@ -136,7 +136,7 @@ def test_the_slurm_launcher_config_composes():
 def test_launcher_concurrency():
     from omegaconf import OmegaConf
 
-    from experiments.sweeping import launcher_concurrency
+    from experiments.framework.sweep import launcher_concurrency
 
     def conf(**kw):
         return OmegaConf.create(kw)

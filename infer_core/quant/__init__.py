@@ -1,4 +1,4 @@
-"""Weight quantization: GGUF block formats, uniform b-bit, NF4, and error metrics (GUIDE §7)."""
+"""Weight quantization: GGUF block formats, uniform b-bit, NF4, and error metrics."""
 
 from infer_core.quant.gguf import GGUF_FORMATS, dequantize_gguf, gguf_format, quantize_gguf
 from infer_core.quant.methods import FORMATS, GGUFTensor, QuantizedTensor, QuantSpec, quantize

@@ -1,4 +1,4 @@
-"""GGUF K-quants Q4_K and Q6_K: 256-value super-blocks (GUIDE §7), our own quantizer.
+"""GGUF K-quants Q4_K and Q6_K: 256-value super-blocks, our own quantizer.
 
 The byte layouts are llama.cpp's (``block_q4_K``: fp16 d, fp16 dmin, 12 bytes of packed 6-bit
 scales and mins, 128 bytes of nibbles; ``block_q6_K``: 128 bytes low nibbles, 64 bytes high

@@ -1,4 +1,4 @@
-"""GGUF legacy block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (GUIDE §7), byte-exact with llama.cpp.
+"""GGUF legacy block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, byte-exact with llama.cpp.
 
 Blocks of 32 values, little-endian, fp16 scale ``d`` first. The quantizer uses the float32
 ``1/d`` (0 when ``d`` is 0); the stored and dequantizing ``d`` is the fp16-rounded one.

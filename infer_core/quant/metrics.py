@@ -1,4 +1,4 @@
-"""Quantization error metrics (GUIDE §7), all computed in float64."""
+"""Quantization error metrics, all computed in float64."""
 
 from __future__ import annotations
 

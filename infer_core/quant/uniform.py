@@ -1,8 +1,8 @@
-"""Uniform b-bit quantization (b = 2..8) of a weight matrix W[out, in] (GUIDE §7).
+"""Uniform b-bit quantization (b = 2..8) of a weight matrix W[out, in].
 
 Schemes: ``symmetric`` (scale = absmax / (2^(b-1) - 1), levels ±(2^(b-1) - 1)), ``affine``
 (PyTorch's rule: the range is extended to include zero, so zero is exact, and the zero point
-is clamped to the code range), and ``seed_minmax``, the classic demo's rule (min/max without
+is clamped to the code range), and ``naive_minmax``, the classic demo's rule (min/max without
 extending the range), kept as a baseline: it breaks on all-positive or all-negative rows.
 Granularity: ``per_tensor``, ``per_channel`` (one scale per output row), ``per_group``
 (``group_size`` consecutive elements of a row). Scales (and zero points) are stored in
@@ -24,7 +24,7 @@ from infer_core.quant.packing import pack_codes, unpack_codes
 #: with its scratch still in cache when the next pass reads it.
 CHUNK_ELEMENTS = 1 << 19
 
-SCHEMES = ("symmetric", "affine", "seed_minmax")
+SCHEMES = ("symmetric", "affine", "naive_minmax")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 EPS32 = np.finfo(np.float32).eps
 

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-DISTRIBUTIONS = ("gaussian", "seed_demo", "student_t", "outlier_channels", "layernorm")
+DISTRIBUTIONS = ("gaussian", "demo_matrix", "student_t", "outlier_channels", "layernorm")
 
 
 def synthetic_weights(distribution: str, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
     """A float32 (rows, cols) matrix drawn from ``rng``.
 
-    ``gaussian``: N(0, 0.02²). ``seed_demo``: the classic demo's matrix, N(0, 0.02²) with rows
+    ``gaussian``: N(0, 0.02²). ``demo_matrix``: the classic demo's matrix, N(0, 0.02²) with rows
     0-99 scaled ×2 and the last 50 ×0.5. ``student_t``: Student's t with 3 degrees of freedom
     scaled to std 0.02 (heavy tails). ``outlier_channels``: N(0, 0.02²) with 1% of the input
     columns (at least one) ×20, as in LLM weights facing outlier features. ``layernorm``: all
     positive around 1 (|N(1, 0.05²)|), like normalization gains.
     """
     shape = (rows, cols)
-    if distribution in ("gaussian", "seed_demo", "outlier_channels"):
+    if distribution in ("gaussian", "demo_matrix", "outlier_channels"):
         w = rng.normal(0.0, 0.02, shape)
-        if distribution == "seed_demo":
+        if distribution == "demo_matrix":
             w[:100] *= 2.0
             w[-50:] *= 0.5
         elif distribution == "outlier_channels":

@@ -1,4 +1,4 @@
-"""Report part of the matmul experiment: GFLOP/s against size, and the transformer-op table."""
+"""The matmul experiment's part of the report: GFLOP/s against size, the transformer-op table, roofline labels."""
 
 from __future__ import annotations
 
@@ -9,38 +9,39 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
-from experiments.plotting import save_figure, theme
-from experiments.tables import markdown_table
+from experiments.framework.spec import Report
+from experiments.matmul.schema import KEY, Shape
+from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.tables import markdown_table
 
-HEADLINE = ["time_median_s", "gflops", "pct_of_peak", "intensity_flop_per_byte", "gb_per_s", "pct_of_roofline",
-            "bound", "max_rel_err_vs_ref"]
-OPS = ["qkv", "attn_out", "ffn_up", "ffn_down"]
+OPS = [s.value for s in Shape if s is not Shape.square]  # the products of a transformer layer
+SHAPE, SIZE, TOKENS = f"{KEY}.shape", f"{KEY}.size", f"{KEY}.tokens"
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
-    return df["matmul.dtype"] + ", " + df["blas_threads"].astype(str) + " thr, " + df["variant"]
+    return df[f"{KEY}.dtype"] + ", " + df["blas_threads"].astype(str) + " thr, " + df["variant"]
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
-    square = df[(df["status"] == "ok") & (df["matmul.shape"] == "square")].copy()
+    square = df[(df["status"] == "ok") & (df[SHAPE] == "square")].copy()
     if square.empty:
         return []
     theme()
     square["series"] = _label(square)
     fig, ax = plt.subplots(figsize=(11, 6.5))
-    sns.lineplot(square.sort_values("matmul.size"), x="matmul.size", y="gflops", hue="series", marker="o",
+    sns.lineplot(square.sort_values(SIZE), x=SIZE, y="gflops", hue="series", marker="o",
                  markersize=9, ax=ax)
     palette = dict(zip(square["series"].unique(), sns.color_palette(n_colors=square["series"].nunique()),
                        strict=True))
-    for (dtype, threads), part in square.groupby(["matmul.dtype", "blas_threads"]):
+    for (dtype, threads), part in square.groupby([f"{KEY}.dtype", "blas_threads"]):
         peak = part["peak_gflops"].iloc[0]
         color = palette[part["series"].iloc[0]]
         ax.axhline(peak, ls="--", lw=1.5, color=color)
-        ax.annotate(f"measured peak, {dtype}, {threads} thr: {peak:.0f}", (square["matmul.size"].min(), peak),
+        ax.annotate(f"measured peak, {dtype}, {threads} thr: {peak:.0f}", (square[SIZE].min(), peak),
                     fontsize=11, va="bottom", color=color)
     ax.set(xscale="log", xlabel="n (n×n×n product)", ylabel="GFLOP/s (2n³ / median time)",
            title="Square GEMM throughput against the machine's peak")
-    sizes = sorted(int(v) for v in square["matmul.size"].unique())
+    sizes = sorted(int(v) for v in square[SIZE].unique())
     ax.set_xticks(sizes, [str(v) for v in sizes])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=11, title=None)
@@ -48,15 +49,15 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
 
 
 def sections(df: pd.DataFrame) -> str:
-    ops = df[(df["status"] == "ok") & df["matmul.shape"].isin(OPS)].copy()
+    ops = df[(df["status"] == "ok") & df[SHAPE].isin(OPS)].copy()
     if ops.empty:
         return ""
-    ops["op"] = pd.Categorical(ops["matmul.shape"], OPS)
+    ops["op"] = pd.Categorical(ops[SHAPE], OPS)
     ops["MFLOP"] = ops["flops"] / 1e6
     ops["MiB moved"] = ops["bytes_moved"] / 2**20
-    cols = ["op", "matmul.d_model", "matmul.tokens", "variant", "m", "k", "n", "MFLOP", "MiB moved",
+    cols = ["op", f"{KEY}.d_model", TOKENS, "variant", "m", "k", "n", "MFLOP", "MiB moved",
             "intensity_flop_per_byte", "ridge_point", "bound", "gflops", "pct_of_roofline"]
-    table = ops.sort_values(["matmul.tokens", "op", "variant"])[cols]
+    table = ops.sort_values([TOKENS, "op", "variant"])[cols]
     return "\n".join([
         "### The four products of a transformer layer",
         "",
@@ -67,3 +68,20 @@ def sections(df: pd.DataFrame) -> str:
         markdown_table(table),
         "",
     ])
+
+
+def point_labels(df: pd.DataFrame) -> pd.Series:
+    """Roofline labels for the decode GEMVs (fp32): the prefill GEMMs sit under the peak, unlabelled."""
+    if SHAPE not in df:
+        return pd.Series(index=df.index, dtype=object)
+    gemv = df[SHAPE].isin(OPS) & (df["variant"] == "fp32") & (df[TOKENS] == 1)
+    return df.loc[gemv, SHAPE] + " ×1"
+
+
+REPORT = Report(
+    headline=("time_median_s", "gflops", "pct_of_peak", "intensity_flop_per_byte", "gb_per_s", "pct_of_roofline",
+              "bound", "max_rel_err_vs_ref"),
+    plots=plots,
+    sections=sections,
+    point_labels=point_labels,
+)

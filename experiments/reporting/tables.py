@@ -1,4 +1,4 @@
-"""Shared by the report modules: which columns hold config, and Markdown tables."""
+"""Markdown tables for the report: cells a person reads."""
 
 from __future__ import annotations
 
@@ -21,8 +21,3 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def config_columns(df: pd.DataFrame) -> list[str]:
-    """The flattened config columns (``seed``, ``bench.*``, ``<key>.*``), in file order."""
-    return [c for c in df.columns if c == "seed" or "." in c]

@@ -1,4 +1,4 @@
-"""What every report module shares for figures: the theme and atomic saving."""
+"""What every figure shares: the theme and atomic saving."""
 
 from __future__ import annotations
 

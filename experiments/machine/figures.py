@@ -1,18 +1,11 @@
-"""Report part of the machine experiment: the measured peaks, as a table."""
+"""The machine experiment's part of the report: the measured peaks, as a table."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from experiments.tables import markdown_table
-
-HEADLINE = ["gflops", "gb_per_s", "blas_threads"]
-
-
-def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
-    return []
+from experiments.framework.spec import Report
+from experiments.reporting.tables import markdown_table
 
 
 def sections(df: pd.DataFrame) -> str:
@@ -23,3 +16,6 @@ def sections(df: pd.DataFrame) -> str:
     table.columns = [f"{variant} {'GFLOP/s' if metric == 'gflops' else 'GB/s'}" for metric, variant in table.columns]
     table = table.dropna(axis=1, how="all").reset_index()
     return "\n".join(["### Machine reference", "", markdown_table(table), ""])
+
+
+REPORT = Report(headline=("gflops", "gb_per_s", "blas_threads"), sections=sections)

@@ -1,4 +1,4 @@
-"""Report part of the KV-cache experiment: its plots and the fitted scaling exponents."""
+"""The KV-cache experiment's part of the report: time, projections and speedup plots, fitted exponents."""
 
 from __future__ import annotations
 
@@ -9,31 +9,23 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from experiments.plotting import save_figure, theme
-from experiments.tables import config_columns, markdown_table
+from experiments.framework.knobs import config_columns
+from experiments.framework.spec import Report
+from experiments.kv_cache.schema import KEY, KVConfig
+from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.tables import markdown_table
 from infer_core.decode import expected_kv_projections
 
-SEQ = "kv.seq_len"
-#: Metric columns shown in the report's table.
-HEADLINE = [
-    "time_median_s",
-    "time_iqr_s",
-    "tokens_per_s",
-    "speedup_vs_recompute",
-    "kv_projections",
-    "kv_cache_bytes",
-    "max_abs_err_vs_ref",
-    "unstable",
-]
+SEQ = f"{KEY}.seq_len"
 ORDER = ["recompute", "concat", "prealloc"]
-#: Config columns that tell curves apart besides the strategy and the sequence length.
-IGNORED = {SEQ, "kv.strategies"}
+#: Knobs that are the plots' axes or hues, not a reason to draw separate curves.
+AXES = {SEQ, f"{KEY}.strategies"}
 
 
 def _setting(df: pd.DataFrame) -> pd.Series | None:
-    """A label for each row built from the config columns that vary, other than seq_len."""
-    cols = [c for c in config_columns(df) if c not in IGNORED]
-    vary = [c for c in cols if df[c].astype(str).nunique() > 1]
+    """A label for each row built from the knobs that vary, other than seq_len."""
+    vary = [c for c in ["seed", *config_columns(KEY, KVConfig)]
+            if c in df and c not in AXES and df[c].astype(str).nunique() > 1]
     if not vary:
         return None
     return df[vary].astype(str).apply(lambda r: " ".join(f"{c}={v}" for c, v in r.items()), axis=1)
@@ -80,7 +72,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     fig, ax = plt.subplots(figsize=(10, 6.5))
     _lines(ax, ok, "kv_projections", palette)
     grid = np.unique(np.geomspace(ok[SEQ].min(), ok[SEQ].max(), 50).round().astype(int))
-    for p in sorted(ok["kv.prompt_len"].unique()):
+    for p in sorted(ok[f"{KEY}.prompt_len"].unique()):
         for strategy, label in (("recompute", "n·p + n(n+1)/2"), ("prealloc", "p + n")):
             counts = [expected_kv_projections(strategy, int(p), int(n)) for n in grid]
             ax.plot(grid, counts, ls=":", color="0.3", lw=1.5, zorder=0)
@@ -153,3 +145,11 @@ def sections(df: pd.DataFrame) -> str:
         markdown_table(table),
         "",
     ])
+
+
+REPORT = Report(
+    headline=("time_median_s", "time_iqr_s", "tokens_per_s", "speedup_vs_recompute", "kv_projections",
+              "kv_cache_bytes", "max_abs_err_vs_ref", "unstable"),
+    plots=plots,
+    sections=sections,
+)

@@ -1,92 +1,48 @@
-"""The matmul experiment: one matrix product, timed and placed on this machine's roofline.
+"""Run the matmul experiment: one matrix product, timed and placed on this machine's roofline.
 
-``matmul.shape=square`` with ``matmul.size``, or a transformer op (``qkv``, ``attn_out``,
-``ffn_up``, ``ffn_down``) for ``matmul.d_model`` and ``matmul.tokens``. Each weight variant
-(``fp32``; ``int8_dequant``: int8 weights dequantized before a float GEMM) is one row, with its
-analytic FLOPs and bytes, the measured GFLOP/s and GB/s, and both as shares of the machine's
-peak and of the roofline (from the cached machine reference, measured on first use).
+Each weight variant (``fp32``; ``int8_dequant``: int8 weights dequantized before a float GEMM) is
+one row, with its analytic FLOPs and bytes, the measured GFLOP/s and GB/s, and both as shares of
+the machine's peak and of the roofline (from the cached machine reference, measured on first use).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
-from experiments.base import (
-    BenchConfig,
-    DType,
-    Experiment,
-    VariantResult,
-    check_fits,
-    require,
-    require_positive,
-    run_variant,
-)
+from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
+from experiments.framework.spec import Column, VariantResult
+from experiments.matmul.schema import KEY, MatmulConfig
 from infer_core.machine import reference, roofline
-from infer_core.matmul import OPS, WEIGHTS, bytes_moved, dequant_matmul, op_shape, quantize_weights, weight_bytes
+from infer_core.matmul import bytes_moved, dequant_matmul, quantize_weights, weight_bytes
 
-KEY = "matmul"
-Shape = Enum("Shape", {name: name for name in OPS})
-Weights = Enum("Weights", {name: name for name in WEIGHTS})
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class MatmulConfig:
-    """Knobs of the matmul experiment, under ``matmul.*``."""
-
-    shape: Shape = Shape.square
-    size: int = 1024  # square: n of an n×n×n product
-    d_model: int = 4096  # transformer ops
-    tokens: int = 1  # transformer ops: 1 = decode GEMV, > 1 = prefill GEMM
-    ffn_mult: int = 4  # FFN width = ffn_mult · d_model
-    dtype: DType = DType.float32
-    weights: list[Weights] = field(default_factory=lambda: list(Weights))
-
-    def __post_init__(self) -> None:
-        require_positive(KEY, self, "size", "d_model", "tokens", "ffn_mult")
-        names = [w.value for w in self.weights]
-        require(len(names) > 0, f"{KEY}.weights is empty: name at least one of {', '.join(WEIGHTS)}")
-        require(len(set(names)) == len(names), f"{KEY}.weights={names} repeats a variant")
-
-    @property
-    def gemm(self):
-        return op_shape(self.shape.value, self.size, self.d_model, self.tokens, self.ffn_mult)
-
-
 COLUMNS = (
-    "m",
-    "k",
-    "n",
-    "time_median_s",
-    "time_iqr_s",
-    "time_min_s",
-    "time_q1_s",
-    "time_q3_s",
-    "time_max_s",
-    "time_cv",
-    "n_samples",
-    "inner_loops",
-    "unstable",
-    "flops",
-    "gflops",
-    "bytes_moved",
-    "weight_bytes",
-    "intensity_flop_per_byte",
-    "gb_per_s",
-    "peak_gflops",
-    "pct_of_peak",
-    "bandwidth_gbps",
-    "roofline_gflops",
-    "pct_of_roofline",
-    "ridge_point",
-    "bound",
-    "max_rel_err_vs_ref",
+    Column("m", "", "rows of X and Y"),
+    Column("k", "", "columns of X, rows of W"),
+    Column("n", "", "columns of W and Y"),
+    *timing_columns("time_median_s", "time_iqr_s", "time_min_s", "time_q1_s", "time_q3_s", "time_max_s", "time_cv",
+                    "n_samples", "inner_loops", "unstable"),
+    Column("flops", "FLOP", "2·m·n·k"),
+    Column("gflops", "GFLOP/s", "flops / median time"),
+    Column("bytes_moved", "B", "operands read and the result written once (int8: also the dequantized W "
+                               "written and read back)"),
+    Column("weight_bytes", "B", "storage of W (int8: codes + fp16 scales)"),
+    Column("intensity_flop_per_byte", "FLOP/B", "flops / bytes_moved"),
+    Column("gb_per_s", "GB/s", "bytes_moved / median time"),
+    Column("peak_gflops", "GFLOP/s", "the machine's measured GEMM peak for this dtype and thread count"),
+    Column("pct_of_peak", "%", "gflops / peak_gflops"),
+    Column("bandwidth_gbps", "GB/s", "the machine's memory roof: best of copy and read-only bandwidth"),
+    Column("roofline_gflops", "GFLOP/s", "min(peak, intensity × bandwidth)"),
+    Column("pct_of_roofline", "%", "gflops / roofline_gflops"),
+    Column("ridge_point", "FLOP/B", "peak / bandwidth: the intensity where the two roofs meet"),
+    Column("bound", "", "`compute` or `bandwidth`: which roof limits this product"),
+    Column("max_rel_err_vs_ref", "", "max |Y − Y₆₄| / max |Y₆₄| against a float64 product"),
 )
+NAMES = {c.name for c in COLUMNS}
 
 
 def estimate_bytes(cfg: MatmulConfig) -> dict[str, int]:
@@ -126,7 +82,7 @@ def run(cfg: MatmulConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
         stats = timing.stats()
         metrics = {
             "m": g.m, "k": g.k, "n": g.n,
-            **{k: v for k, v in stats.items() if k in COLUMNS},
+            **{k: v for k, v in stats.items() if k in NAMES},
             "flops": g.flops,
             "gflops": gflops,
             "bytes_moved": moved,
@@ -151,14 +107,3 @@ def summary(results: list[VariantResult]) -> str:
     parts = [f"{r.variant} {r.metrics['gflops']:.1f} GFLOP/s ({r.metrics['pct_of_roofline']:.0f}% of roofline)"
              for r in results if r.status == "ok"]
     return "; ".join(parts) or "no variant completed"
-
-
-EXPERIMENT = Experiment(
-    name="matmul",
-    key=KEY,
-    schema=MatmulConfig,
-    columns=COLUMNS,
-    run=run,
-    report="experiments.matmul_report",
-    summary=summary,
-)

@@ -1,4 +1,4 @@
-"""Report part of the quantization experiment: the classic demo's four panels, SQNR vs bits."""
+"""The quantization experiment's part of the report: the classic demo's four panels, SQNR vs bits."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from experiments.plotting import save_figure, theme
-from experiments.tables import markdown_table
+from experiments.framework.spec import Report
+from experiments.quantization.schema import KEY
+from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.tables import markdown_table
 
-HEADLINE = [
-    "bits_per_weight",
-    "bytes",
-    "compression_vs_fp32",
-    "sqnr_db",
-    "rel_l2",
-    "max_abs_err",
-    "cosine",
-    "quantize_gb_per_s",
-]
-DIST = "quant.distribution"
+DIST = f"{KEY}.distribution"
 
 
 def _sidecar(ok: pd.DataFrame, stem: str) -> pd.DataFrame:
@@ -80,7 +72,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         made.append(("Per-channel error", save_figure(fig, out / "quant_channel_error.png")))
 
     storage = ok.groupby("variant", as_index=False).agg(bytes=("bytes", "median"), bpw=("bits_per_weight", "median"))
-    fp32 = int((ok["quant.rows"] * ok["quant.cols"]).max() * 4)
+    fp32 = int((ok[f"{KEY}.rows"] * ok[f"{KEY}.cols"]).max() * 4)
     storage = pd.concat([pd.DataFrame({"variant": ["fp32"], "bytes": [fp32], "bpw": [32.0]}), storage])
     storage = storage.sort_values("bytes", ascending=False)
     storage["KiB"] = storage["bytes"] / 2**10
@@ -89,7 +81,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     for i, row in enumerate(storage.itertuples(index=False)):
         ax.text(row.KiB, i, f" {row.KiB:,.0f} KiB, {row.bpw:.3g} bits/w", va="center", fontsize=11)
     ax.set(xlabel="storage [KiB] (codes + scales + zero points)", ylabel="",
-           title=f"Storage of one {int(ok['quant.rows'].max())}×{int(ok['quant.cols'].max())} matrix",
+           title=f"Storage of one {int(ok[f'{KEY}.rows'].max())}×{int(ok[f'{KEY}.cols'].max())} matrix",
            xlim=(0, fp32 / 2**10 * 1.45))
     made.append(("Storage", save_figure(fig, out / "quant_storage.png")))
 
@@ -125,3 +117,11 @@ def sections(df: pd.DataFrame) -> str:
     if not rows:
         return ""
     return "\n".join(["### Best method within a storage budget", "", markdown_table(pd.DataFrame(rows)), ""])
+
+
+REPORT = Report(
+    headline=("bits_per_weight", "bytes", "compression_vs_fp32", "sqnr_db", "rel_l2", "max_abs_err", "cosine",
+              "quantize_gb_per_s"),
+    plots=plots,
+    sections=sections,
+)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from experiments.plotting import save_figure, theme
+from experiments.reporting.plotting import save_figure, theme
 from infer_core.machine import cached_entries
 
 NEEDED = ("flops", "bytes_moved", "gflops")
@@ -26,8 +26,10 @@ def roofs(machine_file: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def section(df: pd.DataFrame, out: Path, machine_file: Path) -> str:
-    """A roofline chart of all points with FLOPs and bytes, or a note saying what is missing."""
+def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series | None = None) -> str:
+    """A roofline chart of all points with FLOPs and bytes, or a note saying what is missing.
+
+    ``labels`` (indexed like ``df``) names the points worth a label on the chart."""
     if not all(c in df for c in NEEDED):
         return ""
     pts = df[(df["status"] == "ok")].dropna(subset=list(NEEDED)).copy()
@@ -53,12 +55,11 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path) -> str:
         ax.annotate(f"{row.blas_threads} thr: sgemm {row.sgemm:.0f} GFLOP/s, memory {row.bandwidth:.0f} GB/s",
                     (hi, row.sgemm), ha="right", va="bottom", fontsize=11, color="0.25")
     sns.scatterplot(pts, x="intensity", y="gflops", hue="experiment", style="experiment", s=80, ax=ax)
-    if "matmul.shape" in pts:
-        ops = (pts["matmul.shape"].isin(["qkv", "attn_out", "ffn_up", "ffn_down"]) & (pts["variant"] == "fp32")
-               & (pts["matmul.tokens"] == 1))  # the decode GEMVs: the prefill GEMMs sit under the peak
-        for _, row in pts[ops].iterrows():
-            ax.annotate(f"{row['matmul.shape']} ×{int(row['matmul.tokens'])}", (row["intensity"], row["gflops"]),
-                        fontsize=9, xytext=(4, -10), textcoords="offset points", color="0.3")
+    if labels is not None:
+        for idx, text in labels.dropna().items():
+            if idx in pts.index:
+                ax.annotate(text, (pts.at[idx, "intensity"], pts.at[idx, "gflops"]), fontsize=9, xytext=(4, -10),
+                            textcoords="offset points", color="0.3")
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity [FLOP / byte moved]", ylabel="GFLOP/s",
            title="Roofline: attainable = min(peak, intensity × bandwidth)")
     ax.legend(title=None, fontsize=11, loc="lower right")

@@ -1,0 +1,93 @@
+"""The Hydra side of an app built on the framework: schemas in Hydra's config store, a job's identity,
+the experiment inferred from the knobs, ``--help``. An app's task function is three lines::
+
+    APP = PointApp(experiments, repo)
+    def task(cfg): return APP.run(cfg, job_info(HydraConfig.get()))
+    task.sweep_hooks = APP  # the ``infer`` sweeper checks, resumes and collects outcomes through it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.framework.bench import BenchConfig
+from experiments.framework.knobs import knob_help, show
+from experiments.framework.point import JobInfo
+from experiments.framework.spec import Experiment, knob
+from experiments.framework.sweep import CONCURRENCY_ENV, POINT_ENV
+
+
+@dataclass
+class SweepSettings:
+    """How a sweep runs (run control: never part of a result's identity)."""
+
+    name: str = knob("${now:%Y-%m-%d_%H-%M-%S}", "the sweep's folder under outputs/sweeps/")
+    resume: bool = knob(True, "skip the points already complete with the same effective config")
+    skip_invalid: bool = knob(False, "run the valid points and record the invalid ones as failed rows")
+
+
+def register_schemas(experiments: Mapping[str, Experiment]) -> None:
+    """Put the schemas in Hydra's config store, for YAML to extend (``/schema/bench``, ``/schema/kv`` ...)."""
+    cs = ConfigStore.instance()
+    cs.store(group="schema", name="bench", node=BenchConfig)
+    cs.store(group="schema", name="sweep_settings", node=SweepSettings)
+    for exp in experiments.values():
+        cs.store(group="schema", name=exp.key, node=exp.schema)
+
+
+def job_info(hc: DictConfig) -> JobInfo:
+    """The current job's folder and identity, from Hydra's runtime config; the sweeper's runtime facts
+    (point number, concurrency) arrive in ``hydra.job.env_set``."""
+    multirun = hc.mode == RunMode.MULTIRUN
+    facts = hc.job.env_set if multirun else {}
+    return JobInfo(
+        output_dir=Path(hc.runtime.output_dir),
+        overrides=tuple(o for o in hc.overrides.task if not o.startswith("sweep.")),
+        job_num=int(facts.get(POINT_ENV, hc.job.num)) if multirun else 0,
+        run_id=Path(hc.sweep.dir if multirun else hc.run.dir).name,
+        concurrency=int(facts.get(CONCURRENCY_ENV, 1)),
+    )
+
+
+def infer_experiment(args: list[str], experiments: Mapping[str, Experiment], default: str | None) -> list[str]:
+    """``args`` plus ``experiment=NAME`` when the overrides set knobs (``quant.bits``) or groups (``qmethod``)
+    of exactly one experiment other than ``default``; unchanged when an experiment or preset is named."""
+    keys = [a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")]
+    if any(k in ("experiment", "sweep") for k in keys):
+        return args
+    named = {e.name for e in experiments.values() for k in keys if k.split(".", 1)[0] == e.key or k in e.groups}
+    if len(named) != 1 or named == {default}:
+        return args
+    return [*args, f"experiment={named.pop()}"]
+
+
+def default_experiment(primary: Path) -> str | None:
+    """The experiment a primary config file chooses when none is named."""
+    for entry in OmegaConf.load(primary).get("defaults", []):
+        if isinstance(entry, DictConfig) and "experiment" in entry:
+            return str(entry["experiment"])
+    return None
+
+
+def help_text(experiments: Mapping[str, Experiment], conf: Path, command: str) -> str:
+    """``--help``: how to run, the config groups a user chooses from, then every knob with its default."""
+    groups = [f"  {g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}"
+              for g in sorted(conf.iterdir()) if g.is_dir() and g.name != "hydra"]
+    knobs = knob_help([("bench", BenchConfig), ("sweep", SweepSettings),
+                       *((e.key, e.schema) for e in experiments.values())])
+    return "\n".join([
+        f"{command}: one job = one sweep point; a report turns sweeps into plots and tables.", "",
+        f"  python {command} KEY=VALUE ...          one run  -> outputs/runs/<time>/",
+        f"  python {command} -m KEY=A,B ...         a sweep  -> outputs/sweeps/<sweep.name>/<point>/",
+        f"  python {command} sweep=NAME             a preset sweep (conf/sweep/)", "",
+        "Config groups (GROUP=OPTION):", *groups, "",
+        f"Knobs (key=default, then meaning). seed={show(0)}: the seed of numpy.random.default_rng for every "
+        "random input.", "", knobs,
+        "Hydra's own flags: --cfg job (the composed config), --info, --hydra-help.",
+    ])

@@ -1,0 +1,140 @@
+"""One sweep point: validate its config once, run its experiment, write its files and manifest.
+
+Hydra-free apart from OmegaConf: ``run.py`` gives each job its folder and identity, and the
+sweeper asks :class:`PointApp` to check points before running and to recognise complete ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+from threadpoolctl import threadpool_limits
+
+from experiments.framework import store
+from experiments.framework.bench import one_line
+from experiments.framework.spec import ConfigError, Experiment, VariantResult
+from experiments.framework.validate import Point, config_hash, raw_config, validate
+from infer_core import environment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Where a point writes and how its rows identify it (runtime facts, not config)."""
+
+    output_dir: Path
+    overrides: tuple[str, ...] = ()
+    job_num: int = 0
+    run_id: str = ""
+    concurrency: int = 1
+
+
+@dataclass
+class PointOutcome:
+    """What became of one point: its status, its errors (one line each), a summary."""
+
+    job: JobInfo
+    status: str
+    errors: list[str] = field(default_factory=list)
+    summary: str = ""
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.job.overrides) or "(defaults)"
+
+
+def blas_threads(requested: int | None, concurrency: int) -> int | None:
+    """BLAS threads for a job: as requested, else the usable cores shared by the jobs running at once."""
+    if requested is not None or concurrency <= 1:
+        return requested
+    return max(1, environment.usable_cpus() // concurrency)
+
+
+@dataclass
+class PointApp:
+    """Runs points for an app that registers ``experiments``; the ``infer`` sweeper's hooks.
+
+    ``validated`` keeps the points the sweeper checked in this process, by folder, so a job the
+    basic launcher runs here is not validated again (a job in another process validates its own).
+    """
+
+    experiments: Mapping[str, Experiment]
+    repo: Path  # the checkout whose git state goes into every row
+    validated: dict[Path, Point] = field(default_factory=dict)
+    ran: list[PointOutcome] = field(default_factory=list)  # outcomes of the jobs run in this process
+
+    def check(self, cfg: DictConfig, folder: Path) -> str | None:
+        """None when the point is valid (and remembered for its job), else the error in one line."""
+        try:
+            self.validated[folder] = validate(cfg, self.experiments)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def completed(self, job: JobInfo) -> PointOutcome | None:
+        """The outcome of a point already complete in its folder with the same effective config."""
+        manifest = store.read_manifest(job.output_dir)
+        point = self.validated.get(job.output_dir)
+        if manifest is None or manifest.get("status") != "ok" or point is None:
+            return None
+        if manifest.get("config_hash") != point.config_hash:
+            return None
+        return PointOutcome(job, "ok", [], str(manifest.get("summary", "")))
+
+    def run(self, cfg: DictConfig, job: JobInfo) -> PointOutcome:
+        """Validate (unless the sweeper did) and run one point; nothing raised escapes: a bad config or
+        an exception becomes a ``status=failed`` row with a one-line error (the traceback goes to the log)."""
+        log.info("job %d: %s", job.job_num, " ".join(job.overrides) or "(defaults)")
+        point: Point | None = self.validated.pop(job.output_dir, None)
+        env: environment.Environment | None = None
+        try:
+            point = point or validate(cfg, self.experiments)
+            with threadpool_limits(limits=blas_threads(point.bench.threads, job.concurrency), user_api="blas"):
+                env = environment.capture(self.repo, job.concurrency)
+                results = point.experiment.run(point.knobs, point.bench, point.seed)
+        except Exception as exc:
+            if not isinstance(exc, ConfigError):
+                log.error("job %d failed:\n%s", job.job_num, traceback.format_exc())
+            results = [VariantResult("", status="failed", error=one_line(exc))]
+        self.ran.append(self._write(job, cfg, point, results, env))
+        return self.ran[-1]
+
+    def record_invalid(self, job: JobInfo, cfg: DictConfig | None, error: str) -> PointOutcome:
+        """Write the failed row of a point that did not validate (or compose) and was not run."""
+        return self._write(job, cfg, None, [VariantResult("", status="failed", error=error)], None)
+
+    def _write(self, job: JobInfo, cfg: DictConfig | None, point: Point | None, results: list[VariantResult],
+               env: environment.Environment | None) -> PointOutcome:
+        exp = point.experiment if point else self.experiments.get(cfg.get("experiment") if cfg else None)
+        name = exp.name if exp else str(cfg.get("experiment", "") if cfg else "")
+        flat = point.flat_config() if point else raw_config(cfg)
+        identity = {"schema_version": store.SCHEMA_VERSION, "experiment": name, "run_id": job.run_id,
+                    "job_num": job.job_num, "overrides": " ".join(job.overrides),
+                    "config_hash": config_hash(flat, name)}
+        env = env or environment.capture(self.repo, job.concurrency)
+        declared = [c.name for c in exp.columns] if exp else []
+        files = store.write_point(job.output_dir, identity, flat, results, dataclasses.asdict(env), declared)
+        outcome = summarize(job, results, exp)
+        store.write_manifest(job.output_dir, {**identity, "status": outcome.status, "errors": outcome.errors,
+                                              "summary": outcome.summary, "files": files})
+        log.log(logging.WARNING if outcome.errors else logging.INFO, "job %d %s: %s", job.job_num, outcome.status,
+                outcome.summary)
+        return outcome
+
+
+def summarize(job: JobInfo, results: list[VariantResult], exp: Experiment | None) -> PointOutcome:
+    """The point's status, its errors (one line each) and the experiment's one-line summary."""
+    errors = [f"{r.variant}: {r.error}" if r.variant else r.error for r in results if r.status == "failed"]
+    status = "failed" if errors else "ok"
+    summary = exp.summary(results) if exp and not errors else "; ".join(errors)
+    skipped = [r.variant for r in results if r.status == "skipped"]
+    if skipped:
+        summary += f" (skipped over budget: {', '.join(skipped)})"
+    return PointOutcome(job, status, errors, summary)

@@ -1,0 +1,114 @@
+"""What an experiment is made of: its schema, its columns, its results and its report part."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from experiments.framework.bench import BenchConfig
+    from infer_core.timing import Timing
+
+
+class ConfigError(ValueError):
+    """A value the user chose is invalid; the message names the full key and the value."""
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def require_positive(prefix: str, obj: object, *names: str, minimum: int = 1) -> None:
+    """Check that each named integer field of ``obj`` is at least ``minimum``."""
+    for name in names:
+        value = getattr(obj, name)
+        require(value >= minimum, f"{prefix}.{name}={value} must be >= {minimum}")
+
+
+def knob(default: Any, meaning: str) -> Any:
+    """A schema field: its one default and what it means (shown by ``--help``, the README and docs)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": meaning})
+    return field(default=default, metadata={"help": meaning})
+
+
+class DType(Enum):
+    """Floating-point dtype of an experiment's arrays."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
+class Knobs:
+    """Base of every experiment schema (a dataclass whose fields are the knobs)."""
+
+    def inactive(self) -> frozenset[str]:
+        """Knobs that have no effect at this point: left out of its rows and of its ``config_hash``."""
+        return frozenset()
+
+
+def acting_knobs(knobs: Knobs) -> dict[str, Any]:
+    """The knobs of a validated schema instance that act, in field order."""
+    skip = knobs.inactive()
+    return {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name not in skip}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric column of ``results.csv``: name, unit (``""`` when it has none) and meaning."""
+
+    name: str
+    unit: str
+    meaning: str
+
+
+@dataclass
+class VariantResult:
+    """The outcome of one measured variant (one row of ``results.csv``).
+
+    ``timings`` holds the raw samples of each timed operation (written to ``samples.csv``);
+    ``sidecars`` holds extra tables by file stem, columns by name (written as ``<stem>.csv``).
+    """
+
+    variant: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"  # ok | failed | skipped
+    error: str = ""
+    timings: dict[str, Timing] = field(default_factory=dict)
+    sidecars: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+Plots = Callable[["pd.DataFrame", "Path"], list[tuple[str, "Path"]]]
+
+
+@dataclass(frozen=True)
+class Report:
+    """An experiment's part of the report: its table's metric columns, its plots, its text."""
+
+    headline: tuple[str, ...]  # metric columns of the results table
+    plots: Plots = lambda df, out: []  # (title, path) of each figure written into ``out``
+    sections: Callable[[pd.DataFrame], str] = lambda df: ""  # Markdown after the table
+    point_labels: Callable[[pd.DataFrame], pd.Series] | None = None  # rows worth a label on the roofline
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment, registered with one line in ``experiments/registry.py``."""
+
+    name: str  # the value of ``experiment`` in the config and in every row
+    key: str  # config key of its knobs: ``kv`` for ``kv.*``
+    schema: type[Knobs]  # a dataclass: each field a knob with its default; ``__post_init__`` checks
+    columns: tuple[Column, ...]  # metric and correctness columns, in CSV order
+    run: Callable[[Any, BenchConfig, int], list[VariantResult]]  # (knobs, bench, seed) -> rows
+    report: Callable[[], Report]  # imported when a report is made, so a job never loads plotting
+    summary: Callable[[list[VariantResult]], str] = lambda results: ""
+    groups: tuple[str, ...] = ()  # config groups that only this experiment reads (``qmethod``)

@@ -1,0 +1,140 @@
+"""Every file a point writes, and what a resume or a report reads back.
+
+A point's folder holds ``results.csv`` (one row per variant), ``samples.csv`` (every raw timing
+sample), one ``<stem>.csv`` per sidecar table, and last ``point.json``, the manifest: status,
+errors, summary, ``config_hash`` and the files written. Every write is atomic (a temporary file
+renamed into place), and the manifest is written only after every other file exists, so a
+point counts as complete only when its manifest says ``ok`` and lists files that are all there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_core.files import write_text_atomic
+
+SCHEMA_VERSION = 2
+RESULTS = "results.csv"
+SAMPLES = "samples.csv"
+MANIFEST = "point.json"
+
+#: Column groups of ``results.csv``, in order: identity, config, metrics, environment, outcome.
+IDENTITY = ("schema_version", "experiment", "variant", "run_id", "job_num", "overrides", "config_hash")
+OUTCOME = ("status", "error")
+SIDECAR_IDENTITY = ("experiment", "variant", "run_id", "job_num", "config_hash")
+SAMPLE_COLUMNS = ("schema_version", *SIDECAR_IDENTITY, "measure", "sample", "inner_loops", "time_s", "cpu_time_s")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"kv": {"seq_len": 10}}`` -> ``{"kv.seq_len": 10}``; lists become ``a,b,c`` strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(_plain(v)) for v in value)
+        else:
+            flat[name] = _plain(value)
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def to_csv(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
+    """Rows as CSV text with a header, in the given column order; missing cells are empty."""
+    columns = list(columns)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def write_csv(path: Path, rows: list[Mapping[str, Any]], columns: Iterable[str]) -> Path:
+    """Write rows to ``path`` atomically (temp file + rename)."""
+    return write_text_atomic(path, to_csv(rows, columns))
+
+
+def write_sidecar(path: Path, identity: Mapping[str, Any], tables: list[tuple[str, Mapping[str, Any]]]) -> Path:
+    """Write columnar tables (one per variant) as one CSV, each row led by the point's identity."""
+    columns = [*SIDECAR_IDENTITY, *dict.fromkeys(c for _, table in tables for c in table)]
+    rows = []
+    for variant, table in tables:
+        length = len(next(iter(table.values()))) if table else 0
+        head = {**{k: identity.get(k) for k in SIDECAR_IDENTITY}, "variant": variant}
+        rows += [{**head, **{c: table[c][i] for c in table}} for i in range(length)]
+    return write_csv(path, rows, columns)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Read a CSV back as dicts of strings (no eval, no pickle)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``point.json``: call it after every file it lists is written."""
+    return write_text_atomic(folder / MANIFEST, json.dumps(dict(manifest), indent=2) + "\n")
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a point whose every listed file exists; None otherwise (missing, partial, unreadable)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        return None
+    if not all((folder / name).is_file() for name in manifest["files"]):
+        return None
+    return manifest
+
+
+def write_point(folder: Path, identity: Mapping[str, Any], flat: Mapping[str, Any], results: list[Any],
+                env: Mapping[str, Any], declared: list[str]) -> list[str]:
+    """Write a point's ``results.csv``, ``samples.csv`` and sidecars; return the names written.
+
+    ``results`` are :class:`~experiments.framework.spec.VariantResult`; the columns are the identity, the
+    config, the ``declared`` metrics (then any undeclared one: a metric is never dropped), the environment
+    and the outcome, in that order.
+    """
+    rows = [{**identity, "variant": r.variant, **flat, **r.metrics, **env, "status": r.status, "error": r.error}
+            for r in results]
+    undeclared = [k for r in results for k in r.metrics if k not in declared]
+    write_csv(folder / RESULTS, rows, [*IDENTITY, *flat, *declared, *dict.fromkeys(undeclared), *env, *OUTCOME])
+    samples = [
+        {**identity, "variant": r.variant, "measure": measure, "sample": i, "inner_loops": t.inner_loops,
+         "time_s": wall, "cpu_time_s": cpu}
+        for r in results
+        for measure, t in r.timings.items()
+        for i, (wall, cpu) in enumerate(zip(t.per_call_s, t.cpu_per_call_s, strict=True))
+    ]
+    write_csv(folder / SAMPLES, samples, SAMPLE_COLUMNS)
+    files = [RESULTS, SAMPLES]
+    for stem in dict.fromkeys(stem for r in results for stem in r.sidecars):
+        tables = [(r.variant, r.sidecars[stem]) for r in results if stem in r.sidecars]
+        files.append(write_sidecar(folder / f"{stem}.csv", identity, tables).name)
+    return files

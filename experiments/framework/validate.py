@@ -1,0 +1,84 @@
+"""Turn a composed config into a typed, checked :class:`Point`: the one validation of a point."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments.framework import store
+from experiments.framework.bench import BenchConfig
+from experiments.framework.spec import ConfigError, Experiment, Knobs, acting_knobs
+
+NOT_KNOBS = ("experiment", "sweep", "hydra")  # run control: not part of a result's identity
+
+
+@dataclass(frozen=True)
+class Point:
+    """A validated point: its experiment, typed knobs, bench settings and seed."""
+
+    experiment: Experiment
+    knobs: Knobs
+    bench: BenchConfig
+    seed: int
+
+    def flat_config(self) -> dict[str, Any]:
+        """The effective config as row columns: seed, ``bench.*``, then the knobs that act."""
+        return store.flatten({"seed": self.seed, "bench": dataclasses.asdict(self.bench),
+                              self.experiment.key: acting_knobs(self.knobs)})
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.flat_config(), self.experiment.name)
+
+
+def config_hash(flat: Mapping[str, Any], experiment: str) -> str:
+    """A short, stable hash of the experiment name and its effective config."""
+    text = json.dumps({"experiment": experiment, **flat}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _typed(schema: type, node: Any, key: str) -> Any:
+    """Merge ``node`` (resolved against its whole config) into ``schema``; run its checks."""
+    try:
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    except OmegaConfBaseException as exc:
+        full_key = getattr(exc, "full_key", None)
+        where = f"{key}.{full_key}" if full_key and not str(full_key).startswith(key) else (full_key or key)
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def validate(cfg: DictConfig, experiments: Mapping[str, Experiment]) -> Point:
+    """Check a composed config: experiment, types, cross-field rules, seed. Raises :class:`ConfigError`."""
+    name = cfg.get("experiment")
+    if name not in experiments:
+        raise ConfigError(f"experiment={name} is unknown: choose one of {', '.join(experiments)}")
+    exp = experiments[name]
+    if exp.key not in cfg:
+        raise ConfigError(f"experiment={exp.name} needs its knobs under '{exp.key}'")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed} must be a non-negative integer")
+    return Point(exp, _typed(exp.schema, cfg[exp.key], exp.key), _typed(BenchConfig, cfg.get("bench", {}), "bench"),
+                 seed)
+
+
+def raw_config(cfg: DictConfig | None) -> dict[str, Any]:
+    """The config as composed, for the row of a point that did not validate (seed and bench first)."""
+    if cfg is None:
+        return {}
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        tree = OmegaConf.to_container(cfg, resolve=False)
+    for key in NOT_KNOBS:
+        tree.pop(key, None)
+    first = {k: tree.pop(k) for k in ("seed", "bench") if k in tree}
+    return store.flatten({**first, **tree})
