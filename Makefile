@@ -25,10 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/kv_cache.py
-	$(PY) benchmarks/quant.py
-	$(PY) benchmarks/harness_fidelity.py
-	$(PY) benchmarks/sweep_overhead.py
+	status=0; for b in benchmarks/bench_*.py; do $(PY) $$b || status=1; done; exit $$status
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/sweeps

@@ -1,4 +1,4 @@
-"""A Hydra app that does nothing: the baseline of benchmarks/sweep_overhead.py."""
+"""A Hydra app that does nothing: the baseline of benchmarks/bench_sweep_overhead.py."""
 
 import hydra
 from omegaconf import DictConfig

@@ -6,10 +6,11 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -62,21 +63,25 @@ def git_state(root: Path) -> tuple[str, bool | None]:
     return commit, bool(status.strip())
 
 
+def _column(meaning: str) -> Any:
+    return field(metadata={"help": meaning})
+
+
 @dataclass(frozen=True)
 class Environment:
     """What a measurement ran on: each field is a column of a result row."""
 
-    python: str  # Python version
-    numpy: str  # NumPy version
-    blas: str  # the BLAS NumPy calls: library, version, CPU architecture it was built for
-    blas_threads: int  # BLAS threads in force while measuring
-    cpu: str  # CPU model name
-    n_cpus: int  # CPUs this process may run on
-    platform: str  # OS and machine architecture
-    git_commit: str  # commit of the measured code ("unknown" outside git)
-    git_dirty: bool | None  # uncommitted changes to tracked files
-    started_utc: str  # when the measurement started (ISO 8601, UTC)
-    concurrency: int  # measurements running at once on this machine (they share cores and bandwidth)
+    python: str = _column("Python version")
+    numpy: str = _column("NumPy version")
+    blas: str = _column("the BLAS NumPy calls: library, version, CPU architecture it was built for")
+    blas_threads: int = _column("BLAS threads in force while measuring")
+    cpu: str = _column("CPU model name")
+    n_cpus: int = _column("CPUs this process may run on (its affinity mask)")
+    platform: str = _column("OS and machine architecture")
+    git_commit: str = _column("commit of the measured code (`unknown` outside git)")
+    git_dirty: bool | None = _column("True when tracked files had uncommitted changes")
+    started_utc: str = _column("when the measurement started (ISO 8601, UTC)")
+    concurrency: int = _column("measurements running at once on this machine (they share cores and bandwidth)")
 
 
 def capture(repo: Path, concurrency: int = 1) -> Environment:

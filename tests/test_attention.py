@@ -34,7 +34,7 @@ def naive_forward(model, x: np.ndarray) -> np.ndarray:
         o = np.zeros_like(x)
         for bi in range(b):
             for head in range(s.n_heads):
-                kvh = head // (s.n_heads // s.n_kv_heads)  # GUIDE §6: query head h reads KV head h // group
+                kvh = head // (s.n_heads // s.n_kv_heads)  # GQA: query head h reads KV head h // group
                 qh = q[bi, :, head * s.d_head : (head + 1) * s.d_head]
                 kh = k[bi, :, kvh * s.d_head : (kvh + 1) * s.d_head]
                 vh = v[bi, :, kvh * s.d_head : (kvh + 1) * s.d_head]

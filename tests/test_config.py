@@ -138,3 +138,30 @@ def test_the_experiment_is_inferred_from_its_knobs():
     for unchanged in (["experiment=matmul", "quant.bits=4"], ["sweep=demo_kv", "quant.bits=4"],
                       ["bench.threads=2"], ["kv.seq_len=3", "quant.bits=4"]):
         assert infer(unchanged) == unchanged
+
+
+@pytest.mark.parametrize(
+    "overrides,absent,present",
+    [
+        (["experiment=quantization", "qmethod=q4_0"],
+         {"bits", "scheme", "granularity", "group_size", "scale_dtype"}, {"format", "rows", "cols", "distribution"}),
+        (["experiment=quantization", "qmethod=nf4"], {"bits", "scheme", "granularity", "group_size"}, {"scale_dtype"}),
+        (["experiment=quantization", "qmethod=int8_per_channel"], {"group_size"}, {"bits", "scheme", "granularity"}),
+        (["experiment=quantization", "qmethod=int4_g32"], set(), {"bits", "group_size"}),
+        (["experiment=matmul", "mmcase=square_256"], {"d_model", "tokens", "ffn_mult"}, {"size", "shape"}),
+        (["experiment=matmul", "mmcase=qkv_decode"], {"size"}, {"d_model", "tokens", "ffn_mult"}),
+    ],
+)
+def test_a_row_carries_only_the_knobs_that_acted(overrides, absent, present):
+    pt = validate(composed(*overrides))
+    keys = {k.split(".", 1)[1] for k in pt.flat_config() if k.startswith(pt.experiment.key + ".")}
+    assert not keys & absent and present <= keys
+
+
+def test_config_hash_ignores_knobs_that_did_not_act():
+    def hash_of(*overrides):
+        return validate(composed("experiment=quantization", *overrides)).config_hash
+
+    assert hash_of("quant.format=q4_0", "quant.bits=4") == hash_of("quant.format=q4_0", "quant.bits=8")
+    assert hash_of("quant.format=uniform", "quant.bits=4") != hash_of("quant.format=uniform", "quant.bits=8")
+    assert hash_of("quant.granularity=per_channel", "quant.group_size=32") == hash_of("quant.group_size=64")

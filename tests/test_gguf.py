@@ -125,7 +125,7 @@ def sqnr(fmt: str, x: np.ndarray) -> float:
 
 
 def test_sqnr_reference_points_and_k_quants_beat_legacy():
-    """GUIDE §7 reference points on N(0,1) rows, 64x4096; Q4_K > Q4_0 and Q6_K > Q5_1."""
+    """Reference SQNR points on N(0,1) rows, 64x4096; Q4_K > Q4_0 and Q6_K > Q5_1."""
     x = np.random.default_rng(0).standard_normal((64, 4096)).astype(np.float32)
     got = {f: sqnr(f, x) for f in ALL}
     for fmt, ref in {"q8_0": 45.4, "q5_0": 27.4, "q4_1": 22.1, "q4_0": 21.3}.items():

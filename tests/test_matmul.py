@@ -27,7 +27,7 @@ def test_bytes_by_hand():
     g = op_shape("attn_out", d_model=4096, tokens=1)  # a decode GEMV
     fp32 = bytes_moved(g, 4, "fp32")
     assert fp32 == {"x": 4096 * 4, "y": 4096 * 4, "w": 4096 * 4096 * 4}
-    assert g.flops / sum(fp32.values()) == pytest.approx(0.5, rel=1e-3)  # GUIDE §5: ~0.5 FLOP/byte
+    assert g.flops / sum(fp32.values()) == pytest.approx(0.5, rel=1e-3)  # a decode GEMV: ~0.5 FLOP per byte in fp32
     int8 = bytes_moved(g, 4, "int8_dequant")
     assert int8 == {"x": 16384, "y": 16384, "w_int8": 4096 * 4096 + 4096 * 2, "w_dequantized": 2 * 4096 * 4096 * 4}
     assert weight_bytes(g, 4, "int8_dequant") == 4096 * 4096 + 8192

@@ -1,4 +1,4 @@
-"""Uniform b-bit, NF4, packing and metrics: the rules of GUIDE §7, checked exactly."""
+"""Uniform b-bit, NF4, packing and metrics: the quantization rules, checked exactly."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_int4_and_nf4_sizes_are_exact():
 
 
 def test_affine_all_positive_row_vs_the_classic_rule():
-    """GUIDE §7: [10, 11] comes back with an error of ~10 under the naive rule."""
+    """[10, 11] comes back with an error of ~10 under the naive min/max rule."""
     x = np.array([[10.0, 11.0]], np.float32)
     affine = quantize_uniform(x, 8, "affine", "per_channel")
     scale = float(affine.scales[0])

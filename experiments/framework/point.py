@@ -73,7 +73,7 @@ class PointApp:
     def check(self, cfg: DictConfig, folder: Path) -> str | None:
         """None when the point is valid (and remembered for its job), else the error in one line."""
         try:
-            self.validated[folder] = validate(cfg, self.experiments)
+            self.validated[folder.absolute()] = validate(cfg, self.experiments)
         except ConfigError as exc:
             return str(exc)
         return None
@@ -81,7 +81,7 @@ class PointApp:
     def completed(self, job: JobInfo) -> PointOutcome | None:
         """The outcome of a point already complete in its folder with the same effective config."""
         manifest = store.read_manifest(job.output_dir)
-        point = self.validated.get(job.output_dir)
+        point = self.validated.get(job.output_dir.absolute())
         if manifest is None or manifest.get("status") != "ok" or point is None:
             return None
         if manifest.get("config_hash") != point.config_hash:
@@ -92,7 +92,7 @@ class PointApp:
         """Validate (unless the sweeper did) and run one point; nothing raised escapes: a bad config or
         an exception becomes a ``status=failed`` row with a one-line error (the traceback goes to the log)."""
         log.info("job %d: %s", job.job_num, " ".join(job.overrides) or "(defaults)")
-        point: Point | None = self.validated.pop(job.output_dir, None)
+        point: Point | None = self.validated.pop(job.output_dir.absolute(), None)
         env: environment.Environment | None = None
         try:
             point = point or validate(cfg, self.experiments)

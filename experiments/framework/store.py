@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.framework.spec import Column
 from infer_core.files import write_text_atomic
 
 SCHEMA_VERSION = 2
@@ -28,10 +29,30 @@ SAMPLES = "samples.csv"
 MANIFEST = "point.json"
 
 #: Column groups of ``results.csv``, in order: identity, config, metrics, environment, outcome.
-IDENTITY = ("schema_version", "experiment", "variant", "run_id", "job_num", "overrides", "config_hash")
-OUTCOME = ("status", "error")
+IDENTITY_COLUMNS = (
+    Column("schema_version", "", f"version of this row layout ({SCHEMA_VERSION}); the report reads only its own"),
+    Column("experiment", "", "the experiment (`experiment=`)"),
+    Column("variant", "", "what this row measured within the point: a strategy, a method, a weight variant"),
+    Column("run_id", "", "the sweep's (or run's) folder name"),
+    Column("job_num", "", "the point's number in its sweep (0 for a single run)"),
+    Column("overrides", "", "the point's command-line overrides, run control left out"),
+    Column("config_hash", "", "hash of the experiment and its effective config (the knobs that acted)"),
+)
+OUTCOME_COLUMNS = (
+    Column("status", "", "`ok`, `skipped` (over the time budget) or `failed`"),
+    Column("error", "", "why, in one line, when not ok"),
+)
+IDENTITY = tuple(c.name for c in IDENTITY_COLUMNS)
+OUTCOME = tuple(c.name for c in OUTCOME_COLUMNS)
 SIDECAR_IDENTITY = ("experiment", "variant", "run_id", "job_num", "config_hash")
 SAMPLE_COLUMNS = ("schema_version", *SIDECAR_IDENTITY, "measure", "sample", "inner_loops", "time_s", "cpu_time_s")
+SAMPLE_MEANINGS = (
+    Column("measure", "", "which timed operation (`generate`, `quantize`, `dequantize`, `matmul` ...)"),
+    Column("sample", "", "the sample's number, 0 to bench.repeats − 1"),
+    Column("inner_loops", "", "calls in the sample"),
+    Column("time_s", "s", "wall time per call in this sample"),
+    Column("cpu_time_s", "s", "process CPU time per call in this sample"),
+)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -84,7 +84,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
     master: DictConfig = sweeper.config
     resume, skip_invalid = settings(master)
     hooks = getattr(sweeper.task_function, "sweep_hooks", None)
-    sweep_dir, loader = Path(master.hydra.sweep.dir), sweeper.hydra_context.config_loader
+    sweep_dir, loader = Path(master.hydra.sweep.dir).absolute(), sweeper.hydra_context.config_loader
     start = time.perf_counter()
     parser = OverridesParser.create(config_loader=loader)
     points = [SweepPoint(i, o) for i, o in enumerate(expand(parser.parse_overrides(

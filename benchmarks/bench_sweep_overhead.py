@@ -1,6 +1,6 @@
 """What the framework costs per job, against bare Hydra measured in the same run.
 
-    python benchmarks/sweep_overhead.py [--points 40] [--big 500]
+    python benchmarks/bench_sweep_overhead.py [--points 40] [--big 500]
 
 1. Seconds per job of a 40-point sweep of the smallest KV point (one token, d_model 8, one
    strategy) vs a bare Hydra app sweeping 40 no-op jobs: target ratio <= 1.3.
@@ -8,23 +8,25 @@
    (every point composed and validated first) vs bare Hydra (whose basic sweeper composes every
    point before launching): target <= 10 s for ours.
 
-Wall-clock times of whole commands (interpreter start included), median of 3 runs for part 1.
+Wall-clock times of whole commands (interpreter start included); part 1 alternates ours and bare
+Hydra over 3 rounds and takes the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.compare import verdict  # noqa: E402
+from benchmarks.table import Figure, Table  # noqa: E402
 
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
 BARE = [sys.executable, str(ROOT / "benchmarks" / "bare_hydra_app.py")]
@@ -60,18 +62,19 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=40)
     parser.add_argument("--big", type=int, default=500)
     args = parser.parse_args()
+    table = Table("What the framework costs per job, against bare Hydra in the same run")
     n = args.points
-    ours = statistics.median(wall([*RUN, "-m", f"seed=range({n})", *SMALLEST]) for _ in range(3)) / n
-    bare = statistics.median(wall([*BARE, "-m", f"+x=range({n})"]) for _ in range(3)) / n
-    print(f"1. {n}-point sweep: ours {ours * 1e3:.0f} ms per job (smallest KV point, validated, timed, CSVs "
-          f"written), bare Hydra {bare * 1e3:.0f} ms per no-op job -> ratio {ours / bare:.2f} "
-          f"(target <= 1.3: {verdict(ours / bare <= 1.3)})")
-
+    rounds = [(wall([*RUN, "-m", f"seed=range({n})", *SMALLEST]) / n, wall([*BARE, "-m", f"+x=range({n})"]) / n)
+              for _ in range(3)]
+    ours, bare = np.median([r[0] for r in rounds]), np.median([r[1] for r in rounds])
+    table.add(Figure(f"{n}-point sweep: seconds per job, ours / bare Hydra", [o / b for o, b in rounds], "x",
+                     ("<=", 1.3), note=f"ours {ours * 1e3:.0f} ms per job (smallest KV point, validated, timed, "
+                                       f"files written), bare {bare * 1e3:.0f} ms per no-op job"))
     ours_start = time_to_first_job([*RUN, "-m", f"seed=range({args.big})", *SMALLEST])
     bare_start = time_to_first_job([*BARE, "-m", f"+x=range({args.big})"])
-    print(f"2. {args.big}-point sweep, start to first job: ours {ours_start:.1f} s (all points validated), "
-          f"bare Hydra {bare_start:.1f} s (target <= 10 s for ours: {verdict(ours_start <= 10)})")
-    return 0
+    table.add(Figure(f"{args.big}-point sweep: start to first job, ours", ours_start, " s", ("<=", 10),
+                     note=f"every point composed once and validated; bare Hydra {bare_start:.1f} s"))
+    return table.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Quantization benchmark: speed against baselines timed in the same run.
 
-    python benchmarks/quant.py [--size 4096] [--repeats 15]
+    python benchmarks/bench_quant.py [--size 4096] [--repeats 15]
 
 1. Our Q8_0 and Q4_0 quantizers vs llama.cpp's gguf-py (``gguf.quants.quantize``) on a
    4096x4096 float32 matrix, bytes checked identical: target >= 2x faster.
@@ -11,8 +11,9 @@
 
 Each comparison is timed interleaved (``measure_interleaved``: one sample of each side per
 round, warm-up and calibration first, GC off), and its figure is the median of the per-round
-ratios, printed with their quartiles: on a shared machine whose speed drifts from second to
-second, the drift then cancels within each round. BLAS plays no part.
+ratios, printed with their quartiles (``benchmarks/table.py``): on a shared machine whose speed
+drifts from second to second, the drift then cancels within each round. BLAS plays no part. The exit
+code is 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
-from benchmarks.compare import share_of_copy, spread, verdict
-from infer_core.environment import cpu_model
+from benchmarks.bandwidth import share_of_copy
+from benchmarks.table import Figure, Table
 from infer_core.quant import quantize_gguf, quantize_uniform
 from infer_core.timing import measure_interleaved, paired_ratios
 
@@ -39,27 +40,24 @@ def main() -> int:
     args = parser.parse_args()
     n = args.size
     w = np.random.default_rng(0).normal(0, 0.02, (n, n)).astype(np.float32)
-    print(f"# {cpu_model()}, numpy {np.__version__}, matrix {n}x{n} float32 ({w.nbytes / 2**20:.0f} MiB)")
+    table = Table(f"Quantizers on a {n}x{n} float32 matrix ({w.nbytes / 2**20:.0f} MiB), timed interleaved")
 
     for fmt in ("q8_0", "q4_0"):
         qtype = getattr(GGMLQuantizationType, fmt.upper())
         same = np.array_equal(quantize_gguf(w, fmt), quants.quantize(w, qtype))
         t = measure_interleaved({"gguf": lambda qtype=qtype: quants.quantize(w, qtype),
                                  "ours": lambda fmt=fmt: quantize_gguf(w, fmt)}, repeats=args.repeats)
-        ratio = paired_ratios(t["gguf"], t["ours"])
-        print(f"1. {fmt}: gguf-py {t['gguf'].median * 1e3:.1f} ms, ours {t['ours'].median * 1e3:.1f} ms (medians); "
-              f"ours faster by {spread(ratio, suffix='x')}; bytes identical: {same} "
-              f"(target >= 2x: {verdict(np.median(ratio) >= 2 and same)})")
+        table.add(Figure(f"{fmt}: gguf-py / ours (bytes identical)", paired_ratios(t["gguf"], t["ours"]), "x",
+                         (">=", 2), holds=same, note=f"gguf-py {t['gguf'].median * 1e3:.1f} ms, ours "
+                                                     f"{t['ours'].median * 1e3:.1f} ms; bytes identical: {same}"))
 
     q = quantize_uniform(w, 8, "symmetric", "per_channel")
     c = share_of_copy(lambda: quantize_uniform(w, 8, "symmetric", "per_channel"), w.nbytes + q.nbytes,
                       args.repeats, threads=1)  # the quantizer runs on one thread: so does the copy
-    print(f"2. int8 symmetric per-channel: median {c.median_s * 1e3:.1f} ms; "
-          f"reads {w.nbytes / 2**20:.0f} MiB + writes {q.nbytes / 2**20:.1f} MiB -> {c.gbps:.2f} GB/s; "
-          f"STREAM copy (1 thread, like the quantizer) "
-          f"median {c.copy_gbps:.1f} GB/s; share {spread(100 * c.share, '.0f', '%')} "
-          f"(target >= 35%: {verdict(np.median(c.share) >= 0.35)})")
-    return 0
+    table.add(Figure("int8 per-channel quantize: share of 1-thread copy bandwidth", 100 * c.share, "%", (">=", 35),
+                     note=f"{c.median_s * 1e3:.1f} ms: reads {w.nbytes / 2**20:.0f} MiB, writes "
+                          f"{q.nbytes / 2**20:.1f} MiB -> {c.gbps:.2f} GB/s; copy {c.copy_gbps:.1f} GB/s"))
+    return table.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """KV-cache benchmark: speed ratios against baselines timed in the same run.
 
-    python benchmarks/kv_cache.py [--threads N] [--quick]
+    python benchmarks/bench_kv_cache.py [--threads N] [--quick]
 
 1. ``prealloc`` vs ``recompute`` at seq_len 500 (d_model 64, 4 heads): target >= 50x, judged
    at the BLAS thread count where ``recompute`` is fastest (more threads can slow its
@@ -12,9 +12,8 @@
 
 Each comparison is timed interleaved (``measure_interleaved``: one sample of each side per
 round, after warm-up and calibration), and its figure is the median of the per-round ratios,
-printed with their quartiles: on a shared machine whose speed drifts from second to second, the
-drift then cancels within each round. ``--quick`` shrinks the sizes to check that the script
-runs (its ratios are not the targets').
+printed with their quartiles (``benchmarks/table.py``); the exit code is 1 when a target is missed.
+``--quick`` shrinks the sizes to check that the script runs (its figures are then not judged).
 """
 
 from __future__ import annotations
@@ -28,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.compare import share_of_copy, spread, verdict
+from benchmarks.bandwidth import share_of_copy
+from benchmarks.table import Figure, Table
 from infer_core.attention import DecoderShape, decode_step, forward, init_decoder
 from infer_core.decode import generate, make_cache
-from infer_core.environment import blas_info, cpu_model
+from infer_core.environment import blas_info
 from infer_core.timing import measure_interleaved, paired_ratios
 
 
@@ -72,43 +72,44 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per comparison")
     args = parser.parse_args()
     long_n, big_d, ctx = (512, 128, 256) if args.quick else (4096, 512, 2048)
+    judged = not args.quick
     with threadpool_limits(args.threads, user_api="blas"):
-        blas = blas_info()
-        print(f"# {cpu_model()}, numpy {np.__version__}, {blas['blas']}, {blas['blas_threads']} BLAS thread(s)")
-
+        table = Table("KV-cache strategies: ratios timed interleaved in this run" + (" (--quick: not judged)"
+                                                                                     if args.quick else ""))
         part1 = {}
-        for threads in sorted({1, blas["blas_threads"]}):  # threads change recompute's mid-size products
+        for threads in sorted({1, blas_info()["blas_threads"]}):  # threads change recompute's mid-size products
             with threadpool_limits(threads, user_api="blas"):
                 t = measure_interleaved({s: generate_fn(64, 4, 500, s) for s in ("recompute", "prealloc")},
                                         repeats=args.repeats)
                 part1[blas_info()["blas_threads"]] = t
         fair = min(part1, key=lambda n: part1[n]["recompute"].median)  # the baseline at its fastest
         for threads, t in part1.items():
-            ratio = paired_ratios(t["recompute"], t["prealloc"])
-            pre = t["prealloc"].median
-            judged = (f"target >= 50x: {verdict(np.median(ratio) >= 50)}" if threads == fair else
-                      f"not judged: recompute is {t['recompute'].median / part1[fair]['recompute'].median:.2f}x "
-                      f"slower here than on {fair} thread(s), a weaker baseline")
-            print(f"1. seq_len 500, d_model 64, 4 heads, {threads} BLAS thread(s): recompute "
-                  f"{t['recompute'].median * 1e3:.1f} ms, prealloc {pre * 1e3:.2f} ms ({pre / 500 * 1e6:.1f} us/token) "
-                  f"(medians) -> prealloc faster by {spread(ratio, '.1f', 'x')} ({judged})")
+            pre, slower = t["prealloc"].median, t["recompute"].median / part1[fair]["recompute"].median
+            why = "" if threads == fair else (f"not judged: recompute {slower:.2f}x slower here than on {fair} "
+                                              "thread(s), a weaker baseline; ")
+            table.add(Figure(f"recompute / prealloc, 500 tokens, d_model 64, {threads} thread(s)",
+                             paired_ratios(t["recompute"], t["prealloc"]), "x",
+                             (">=", 50) if judged and threads == fair else None,
+                             note=f"{why}recompute {t['recompute'].median * 1e3:.1f} ms, prealloc {pre * 1e3:.2f} ms "
+                                  f"({pre / 500 * 1e6:.1f} us/token)"))
 
         for d in (64, big_d):
             heads = max(4, d // 64)
             t = measure_interleaved({s: generate_fn(d, heads, long_n, s) for s in ("concat", "prealloc")},
                                     repeats=args.repeats)
             ratio = paired_ratios(t["concat"], t["prealloc"])
-            print(f"2. seq_len {long_n}, d_model {d}, {heads} heads: concat {t['concat'].median:.3f} s, prealloc "
-                  f"{t['prealloc'].median:.3f} s (medians) -> concat/prealloc {spread(ratio)}, lowest round "
-                  f"{ratio.min():.2f} (target >= 1, prealloc never slower: {verdict(np.median(ratio) >= 1)})")
+            table.add(Figure(f"concat / prealloc, {long_n} tokens, d_model {d}", ratio, "x",
+                             (">=", 1) if judged else None,
+                             note=f"concat {t['concat'].median:.3f} s, prealloc {t['prealloc'].median:.3f} s; "
+                                  f"lowest round {ratio.min():.2f}"))
 
         step, n_bytes = decode_step_fn(4096, 32, ctx)
         c = share_of_copy(step, n_bytes, args.repeats)
-        print(f"3. decode step, d_model 4096, 32 heads, context {ctx}: {c.median_s * 1e3:.1f} ms per token, "
-              f"reads {n_bytes / 2**20:.0f} MiB (weights + cache) -> {c.gbps:.1f} GB/s; copy bandwidth "
-              f"{c.copy_gbps:.1f} GB/s (medians); share {spread(100 * c.share, '.0f', '%')} "
-              f"(target >= 60%: {verdict(np.median(c.share) >= 0.6)})")
-    return 0
+        table.add(Figure(f"decode step d_model 4096, context {ctx}: share of copy bandwidth", 100 * c.share, "%",
+                         (">=", 60) if judged else None,
+                         note=f"{c.median_s * 1e3:.1f} ms per token reading {n_bytes / 2**20:.0f} MiB -> "
+                              f"{c.gbps:.1f} GB/s; copy {c.copy_gbps:.1f} GB/s"))
+    return table.finish()
 
 
 if __name__ == "__main__":

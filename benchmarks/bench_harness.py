@@ -1,6 +1,6 @@
 """Does the timing harness tell the truth? Checks against plain timing in the same run.
 
-    python benchmarks/harness_fidelity.py [--machine outputs/machine.json]
+    python benchmarks/bench_harness.py [--machine outputs/machine.json]
 
 1. A 1024x1024 sgemm: the harness's median vs the median of 30 individually timed plain calls
    (``perf_counter_ns`` around each): target within 5%.
@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from benchmarks.compare import verdict
-from infer_core.environment import blas_info, cpu_model
-from infer_core.machine import DEFAULT_CACHE, reference
+from benchmarks.table import Figure, Table
+from infer_core.machine import reference
 from infer_core.timing import measure
 
 
@@ -36,10 +35,9 @@ def sgemm(n: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--machine", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--machine", type=Path, default=Path("outputs/machine.json"))
     args = parser.parse_args()
-    blas = blas_info()
-    print(f"# {cpu_model()}, numpy {np.__version__}, {blas['blas']}, {blas['blas_threads']} BLAS thread(s)")
+    table = Table("Does the timing harness tell the truth? Checked against plain timing in this run")
 
     fn = sgemm(1024)
     harness = measure(fn, warmup=3, repeats=15).median
@@ -51,21 +49,19 @@ def main() -> int:
         fn()
         plain.append(time.perf_counter_ns() - t0)
     plain_median = float(np.median(plain)) / 1e9
-    diff = harness / plain_median - 1
-    print(f"1. sgemm 1024: harness median {harness * 1e3:.3f} ms, plain loop of 30 calls median "
-          f"{plain_median * 1e3:.3f} ms -> {diff:+.1%} (target within 5%: {verdict(abs(diff) <= 0.05)})")
+    table.add(Figure("sgemm 1024: harness vs plain median, difference", 100 * abs(harness / plain_median - 1), "%",
+                     ("<=", 5), note=f"harness {harness * 1e3:.3f} ms, 30 plain calls {plain_median * 1e3:.3f} ms"))
 
     empty = measure(lambda: None, repeats=15, min_sample_s=0.01)
-    print(f"2. empty function: {empty.median * 1e9:.0f} ns per timed call ({empty.inner_loops} calls per sample) "
-          f"(target <= 1 µs: {verdict(empty.median <= 1e-6)})")
+    table.add(Figure("harness cost per timed call (empty function)", empty.per_call_s * 1e9, " ns", ("<=", 1000),
+                     note=f"{empty.inner_loops} calls per sample"))
 
     ref, measured = reference(args.machine)
     best = max(2 * n**3 / measure(sgemm(n), repeats=5).median / 1e9 for n in (1024, 2048, 4096))
-    share = best / ref.sgemm_gflops
     source = "measured now" if measured else f"cached {ref.measured_utc}"
-    print(f"3. best sgemm (median of the harness) {best:.1f} GFLOP/s vs machine peak {ref.sgemm_gflops:.1f} GFLOP/s "
-          f"({args.machine}, {source}) -> {share:.1%} (target within 10%: {verdict(abs(share - 1) <= 0.10)})")
-    return 0
+    table.add(Figure("best sgemm vs machine peak, difference", 100 * abs(best / ref.sgemm_gflops - 1), "%",
+                     ("<=", 10), note=f"{best:.1f} vs {ref.sgemm_gflops:.1f} GFLOP/s ({args.machine}, {source})"))
+    return table.finish()
 
 
 if __name__ == "__main__":

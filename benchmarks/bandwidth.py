@@ -1,5 +1,4 @@
-"""What the benchmark scripts share: the verdict on a target, a ratio's spread, and a share of
-the copy bandwidth measured interleaved with the kernel."""
+"""A kernel's bandwidth as a share of the STREAM copy bandwidth, the two timed interleaved."""
 
 from __future__ import annotations
 
@@ -10,16 +9,6 @@ import numpy as np
 
 from infer_core.machine import copy_kernel
 from infer_core.timing import measure_interleaved
-
-
-def verdict(ok: bool) -> str:
-    return "MEETS target" if ok else "MISSES target"
-
-
-def spread(ratios: np.ndarray, fmt: str = ".2f", suffix: str = "") -> str:
-    """``median (quartiles q1-q3, n rounds)`` of per-round ratios."""
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-    return f"{med:{fmt}}{suffix} (quartiles {q1:{fmt}}-{q3:{fmt}}{suffix}, {len(ratios)} rounds)"
 
 
 @dataclass(frozen=True)
