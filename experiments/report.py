@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 
 from experiments.framework.bench import BenchConfig
 from experiments.registry import EXPERIMENTS
-from experiments.reporting.gather import ReportError, build_report, newest_sweep
+from experiments.reporting.gather import build_report
+from experiments.reporting.load import ReportError, newest_sweep
 
 SWEEPS = Path("outputs/sweeps")
 MACHINE_FILE = Path(BenchConfig().machine_file)

@@ -12,6 +12,7 @@ exits non-zero and lists every failed point.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.framework.app import default_experiment, help_text, infer_experiment, job_info, register_schemas
+from experiments.framework.app import command_line, help_text, job_info, register_schemas
 from experiments.framework.point import PointApp, PointOutcome
 from experiments.registry import EXPERIMENTS
 
@@ -56,8 +57,12 @@ def exit_code(outcomes: list) -> int:
 
 
 if __name__ == "__main__":
-    if not any(a.startswith(("-cn", "--config-name", "-cd", "--config-dir")) for a in sys.argv[1:]):
-        default = default_experiment(CONF / "infer_sweep.yaml")
-        sys.argv = [sys.argv[0], *infer_experiment(sys.argv[1:], EXPERIMENTS, default)]
-    main()
+    logging.raiseExceptions = False  # a full disk fails the point, once: not a logging traceback per line
+    sys.argv = [sys.argv[0], *command_line(sys.argv[1:], EXPERIMENTS, CONF, "infer_sweep")]
+    try:
+        main()
+    except KeyboardInterrupt:  # a single run (a sweep says what is complete itself)
+        print("interrupted: the run did not finish; its folder holds no complete point (no point.json)",
+              file=sys.stderr)
+        sys.exit(130)
     sys.exit(exit_code(APP.ran))

@@ -14,9 +14,11 @@ and BLAS thread count; :func:`reference` re-measures when the key changes or whe
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -204,6 +206,10 @@ def machine_key() -> dict[str, str | int]:
             "blas_threads": int(blas["blas_threads"])}
 
 
+class MachineFileError(ValueError):
+    """A file that is not a machine reference this library wrote: it is never overwritten."""
+
+
 def reference(
     path: str | Path,
     force: bool = False,
@@ -211,34 +217,53 @@ def reference(
 ) -> tuple[MachineRef, bool]:
     """The machine reference for the current key: from the cache file ``path``, else measured and stored there.
 
-    Returns ``(reference, measured_now)``. Entries for other keys (thread counts, ...) are kept.
+    Returns ``(reference, measured_now)``. Entries for other keys (thread counts, ...) are kept. A file
+    that is not a machine reference raises :class:`MachineFileError` before anything is measured; an
+    entry that cannot be read is reported (a warning naming the file and the entry) and replaced only
+    if it has the current key.
     """
     path, key = Path(path), machine_key()
-    entries = _read(path)
+    entries = cached_entries(path)
     if not force:
         for entry in entries:
-            if entry.get("key") == key:
-                try:
-                    ref = entry["ref"]
-                    return MachineRef(**{**ref, "gemm_sizes": tuple(ref["gemm_sizes"])}), False
-                except (TypeError, KeyError):
-                    break  # written by another version: measure again
+            if entry["key"] == key:
+                return MachineRef(**{**entry["ref"], "gemm_sizes": tuple(entry["ref"]["gemm_sizes"])}), False
     ref = measure_fn()
-    entries = [e for e in entries if e.get("key") != key] + [{"key": key, "ref": asdict(ref)}]
+    entries = [e for e in _entries(path)[0] if e.get("key") != key] + [{"key": key, "ref": asdict(ref)}]
     write_text_atomic(path, json.dumps({"entries": entries}, indent=2) + "\n")
     return ref, True
 
 
 def cached_entries(path: str | Path) -> list[dict]:
-    """Every cached measurement (key and reference), for reports."""
-    return _read(Path(path))
+    """Every readable cached measurement (key and reference); unreadable ones are reported as warnings."""
+    entries, problems = _entries(Path(path))
+    for problem in problems:
+        warnings.warn(f"{path}: {problem}", stacklevel=2)
+    return [e for e in entries if _readable(e) is None]
 
 
-def _read(path: Path) -> list[dict]:
+def _entries(path: Path) -> tuple[list[dict], list[str]]:
+    """The entries of the file (all of them, readable or not, to keep on rewrite) and what is wrong with each."""
     if not path.exists():
-        return []
+        return [], []
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return []  # unreadable: measured again and rewritten
-    return [e for e in data.get("entries", []) if isinstance(e, dict) and "key" in e and "ref" in e]
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MachineFileError(f"{path} is not a machine reference ({type(exc).__name__}: {exc}); it is left as "
+                               "it is: name another file (bench.machine_file=...) or remove it") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise MachineFileError(f"{path} is JSON but not a machine reference (no list of 'entries'); it is left as "
+                               "it is: name another file (bench.machine_file=...) or remove it")
+    entries = [e for e in data["entries"] if isinstance(e, dict)]
+    problems = [f"entry {i} ignored: {why}" for i, e in enumerate(data["entries"])
+                if (why := _readable(e) if isinstance(e, dict) else "not an object")]
+    return entries, problems
+
+
+def _readable(entry: dict) -> str | None:
+    """Why an entry cannot be used, or None."""
+    if not isinstance(entry.get("key"), dict) or not isinstance(entry.get("ref"), dict):
+        return "it lacks a 'key' or a 'ref' object"
+    fields = {f.name for f in dataclass_fields(MachineRef)}
+    missing = fields - set(entry["ref"])
+    return f"its reference lacks {', '.join(sorted(missing))} (another version?)" if missing else None

@@ -188,20 +188,54 @@ def measure_interleaved(
     ``i`` of every returned :class:`Timing` comes from round ``i``. The garbage collector is off
     while samples are taken.
     """
+    timings, _ = measure_rounds(fns, warmup=warmup, repeats=repeats, min_sample_s=min_sample_s)
+    return timings
+
+
+def measure_rounds(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    min_sample_s: float = 0.005,
+    max_seconds: float = math.inf,
+) -> tuple[dict[str, Timing], dict[str, str]]:
+    """:func:`measure_interleaved` with a time budget per function: a function whose warm-up plus
+    ``repeats`` samples would pass ``max_seconds`` is left out of the rounds. Returns the timings of
+    the others and, for each function left out, the reason."""
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup={warmup} and repeats={repeats} must both be >= 1")
-    names = list(fns)
-    inner = {name: _calibrate(fns[name], warmup, min_sample_s)[0] for name in names}
+    inner, over = {}, {}
+    for name, fn in fns.items():
+        try:
+            n, fastest, elapsed = _calibrate(fn, warmup, min_sample_s, max_seconds)
+        except TimeBudgetExceeded as exc:
+            over[name] = str(exc)
+            continue
+        predicted = elapsed + repeats * n * fastest
+        if predicted > max_seconds * 1e9:
+            over[name] = (f"warm-up plus {repeats} samples of {n} call(s) at {fastest / 1e9:.3g} s per call would "
+                          f"take {predicted / 1e9:.3g} s of {max_seconds:.3g} s")
+        else:
+            inner[name] = n
+    names = list(inner)
     samples: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
     with _gc_off():
-        for r in range(repeats):
+        for r in range(repeats if names else 0):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 samples[name].append(_sample(fns[name], inner[name]))
-    return {name: _timing(samples[name], inner[name], warmup) for name in names}
+    return {name: _timing(samples[name], inner[name], warmup) for name in names}, over
 
 
 def _timing(samples: list[tuple[int, int]], inner: int, warmup: int) -> Timing:
     return Timing(tuple(w for w, _ in samples), tuple(c for _, c in samples), inner, warmup)
+
+
+def ratio_stats(ratios: np.ndarray) -> tuple[float, float, float, bool]:
+    """Median, first and third quartile of per-round ratios, and whether they are unstable: an
+    interquartile range above 10% of the median (the CV threshold of a single timing)."""
+    q1, med, q3 = (float(v) for v in np.percentile(ratios, [25, 50, 75]))
+    return med, q1, q3, (q3 - q1) > UNSTABLE_CV * med
 
 
 def paired_ratios(numerator: Timing, denominator: Timing) -> np.ndarray:

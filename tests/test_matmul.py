@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -76,8 +77,32 @@ def test_machine_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     assert machine.reference(path, measure_fn=measure_fn)[0].sgemm_gflops == 200.0
     assert machine.reference(path, force=True, measure_fn=lambda: measure_fn(250.0))[0].sgemm_gflops == 250.0
     assert len(json.loads(path.read_text())["entries"]) == 3
-    path.write_text("{not json")  # a damaged cache is measured again, not fatal
-    assert machine.reference(path, measure_fn=measure_fn)[1]
+
+
+@pytest.mark.parametrize("text", ["{not json", "a,b\n1,2\n", '{"other": "tool"}', '[1, 2]'])
+def test_a_file_that_is_not_a_machine_reference_is_never_overwritten(tmp_path, text):
+    path = tmp_path / "notes.json"
+    path.write_text(text)
+    with pytest.raises(machine.MachineFileError, match=f"{path} is .*not a machine reference"):
+        machine.reference(path, measure_fn=lambda: fake(1.0))
+    assert path.read_text() == text
+
+
+def test_an_unreadable_entry_is_reported_and_the_others_kept(tmp_path, monkeypatch):
+    path = tmp_path / "machine.json"
+    key = {"cpu": "X", "n_cpus": 2, "numpy": "2.0", "blas": "openblas 0.3", "blas_threads": 1}
+    other = {"key": {**key, "blas_threads": 2}, "ref": asdict(fake(50.0))}
+    old = {"key": {**key, "blas_threads": 4}, "ref": {"sgemm_gflops": 1.0}}  # written by another version
+    path.write_text(json.dumps({"entries": [other, "junk", old]}))
+    monkeypatch.setattr(machine, "machine_key", lambda: dict(key))
+    with pytest.warns(UserWarning) as caught:
+        ref, measured = machine.reference(path, measure_fn=lambda: fake(100.0))
+    messages = [str(w.message) for w in caught]
+    assert any(f"{path}: entry 1 ignored: not an object" in m for m in messages)
+    assert any(f"{path}: entry 2 ignored: its reference lacks " in m for m in messages)
+    assert measured and ref.sgemm_gflops == 100.0
+    kept = json.loads(path.read_text())["entries"]
+    assert [e["key"]["blas_threads"] for e in kept] == [2, 4, 1]  # the others kept, the new one added
 
 
 def test_bandwidth_roof_is_the_better_of_copy_and_read():

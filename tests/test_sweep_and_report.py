@@ -106,7 +106,7 @@ def test_report_skips_unknown_schema_versions(small_sweep, tmp_path):
     rows[1] = "99" + rows[1][1:]
     (old / "results.csv").write_text("\n".join(rows[:2]) + "\n")
     md = build_report([sweep, old], tmp_path / "r").read_text()
-    assert "schema_version [99]" in md
+    assert "old/results.csv: schema_version 99, this report reads 2" in md
 
 
 def test_single_run_default_dir_and_budget_skip(tmp_path):

@@ -136,7 +136,7 @@ def test_the_slurm_launcher_config_composes():
 def test_launcher_concurrency():
     from omegaconf import OmegaConf
 
-    from experiments.framework.sweep import launcher_concurrency
+    from experiments.framework.launch import launcher_concurrency
 
     def conf(**kw):
         return OmegaConf.create(kw)

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.framework.bench import BenchConfig
 from experiments.framework.knobs import knob_help, show
+from experiments.framework.launch import CONCURRENCY_ENV, POINT_ENV
 from experiments.framework.point import JobInfo
 from experiments.framework.spec import Experiment, knob
-from experiments.framework.sweep import CONCURRENCY_ENV, POINT_ENV
 
 
 @dataclass
@@ -52,6 +52,7 @@ def job_info(hc: DictConfig) -> JobInfo:
         job_num=int(facts.get(POINT_ENV, hc.job.num)) if multirun else 0,
         run_id=Path(hc.sweep.dir if multirun else hc.run.dir).name,
         concurrency=int(facts.get(CONCURRENCY_ENV, 1)),
+        cwd=Path(hc.runtime.cwd),
     )
 
 
@@ -67,12 +68,31 @@ def infer_experiment(args: list[str], experiments: Mapping[str, Experiment], def
     return [*args, f"experiment={named.pop()}"]
 
 
-def default_experiment(primary: Path) -> str | None:
-    """The experiment a primary config file chooses when none is named."""
-    for entry in OmegaConf.load(primary).get("defaults", []):
-        if isinstance(entry, DictConfig) and "experiment" in entry:
-            return str(entry["experiment"])
+def _flag(args: list[str], *names: str) -> str | None:
+    """The value of a command-line flag given as ``--name value``, ``--name=value`` or ``-n value``."""
+    for i, a in enumerate(args):
+        for name in names:
+            if a == name and i + 1 < len(args):
+                return args[i + 1]
+            if a.startswith(f"{name}="):
+                return a.split("=", 1)[1]
     return None
+
+
+def command_line(args: list[str], experiments: Mapping[str, Experiment], conf: Path, primary: str) -> list[str]:
+    """The arguments as Hydra should get them: ``experiment=NAME`` added when the knobs set name one
+    (whenever the primary config chooses an experiment from the group), and a re-run from a saved
+    config (``--config-name config``) given the app's run folder instead of Hydra's default."""
+    name = _flag(args, "--config-name", "-cn") or primary
+    folder = Path(_flag(args, "--config-dir", "-cd") or conf)
+    path = folder / f"{name}.yaml" if (folder / f"{name}.yaml").exists() else conf / f"{name}.yaml"
+    defaults = OmegaConf.load(path).get("defaults", []) if path.exists() else []
+    chosen = [str(e["experiment"]) for e in defaults if isinstance(e, DictConfig) and "experiment" in e]
+    if chosen:
+        args = infer_experiment(args, experiments, chosen[0])
+    if name != primary and not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
+        args = [*args, "hydra.run.dir=outputs/runs/${now:%Y-%m-%d_%H-%M-%S}"]
+    return args
 
 
 def help_text(experiments: Mapping[str, Experiment], conf: Path, command: str) -> str:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from experiments.framework.spec import Column, ConfigError, VariantResult, knob, require
+from infer_core.environment import usable_cpus
 from infer_core.memory import available_bytes
-from infer_core.timing import TimeBudgetExceeded, Timing, measure
+from infer_core.timing import TimeBudgetExceeded, Timing, measure, measure_rounds
 
 log = logging.getLogger(__name__)
 MIN_REPEATS = 5
@@ -33,13 +34,22 @@ class BenchConfig:
                 f"bench.repeats={self.repeats} must be >= {MIN_REPEATS}: a median and quartiles need five samples")
         require(self.min_sample_s > 0, f"bench.min_sample_s={self.min_sample_s} must be > 0")
         require(self.max_seconds > 0, f"bench.max_seconds={self.max_seconds} must be > 0")
-        require(self.threads is None or self.threads >= 1, f"bench.threads={self.threads} must be >= 1 or null")
+        cpus = usable_cpus()
+        require(self.threads is None or 1 <= self.threads <= cpus,
+                f"bench.threads={self.threads} must be between 1 and {cpus}, the CPUs this process may use, or null")
 
     def measure(self, fn: Callable[[], object], started: float) -> Timing:
         """Time ``fn`` with these settings, within what is left of the budget of a variant
         that started at ``started`` (a ``time.perf_counter()`` value)."""
         return measure(fn, warmup=self.warmup, repeats=self.repeats, min_sample_s=self.min_sample_s,
                        max_seconds=self.max_seconds - (time.perf_counter() - started))
+
+    def measure_rounds(self, fns: dict[str, Callable[[], object]]) -> tuple[dict[str, Timing], dict[str, str]]:
+        """Time ``fns`` interleaved, round by round (so their ratios can be taken per round); a function that
+        would pass ``max_seconds`` is left out, with the reason (naming the knob)."""
+        timings, over = measure_rounds(fns, warmup=self.warmup, repeats=self.repeats, min_sample_s=self.min_sample_s,
+                                       max_seconds=self.max_seconds)
+        return timings, {k: f"over bench.max_seconds={self.max_seconds:g}: {v}" for k, v in over.items()}
 
 
 #: The columns of ``Timing.stats()``, for experiments that write a timing's summary into their rows.

@@ -19,7 +19,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 #: Overrides that steer the sweep itself: left out of folder names and of a result's identity.
 RUN_CONTROL = ("sweep.",)
@@ -108,6 +108,16 @@ class Composer:
             for o in parsed:
                 (cfg.hydra.overrides.hydra if o.is_hydra_override() else cfg.hydra.overrides.task).append(o.input_line)
         return cfg
+
+
+def task_config(cfg: DictConfig | None) -> DictConfig | None:
+    """The task part of a composed config (without ``hydra``), as the job will see it."""
+    if cfg is None:
+        return None
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
 
 
 class PlannedLoader:

@@ -34,6 +34,7 @@ class JobInfo:
     job_num: int = 0
     run_id: str = ""
     concurrency: int = 1
+    cwd: Path | None = None  # where the command was started: relative project paths resolve against it
 
 
 @dataclass
@@ -79,12 +80,18 @@ class PointApp:
         return None
 
     def completed(self, job: JobInfo) -> PointOutcome | None:
-        """The outcome of a point already complete in its folder with the same effective config."""
+        """The outcome of a point already complete in its folder with the same effective config; None
+        (the point runs again) when it is missing, partial, failed, or its config changed since."""
         manifest = store.read_manifest(job.output_dir)
         point = self.validated.get(job.output_dir.absolute())
         if manifest is None or manifest.get("status") != "ok" or point is None:
             return None
         if manifest.get("config_hash") != point.config_hash:
+            before, now = manifest.get("config", {}), point.flat_config()
+            changed = [f"{k}: {before.get(k)} -> {now.get(k)}" for k in sorted({*before, *now})
+                       if before.get(k) != now.get(k)]
+            log.info("%s: its effective config changed since it ran (%s): running it again", job.output_dir.name,
+                     "; ".join(changed) or "config_hash differs")
             return None
         return PointOutcome(job, "ok", [], str(manifest.get("summary", "")))
 
@@ -94,11 +101,15 @@ class PointApp:
         log.info("job %d: %s", job.job_num, " ".join(job.overrides) or "(defaults)")
         point: Point | None = self.validated.pop(job.output_dir.absolute(), None)
         env: environment.Environment | None = None
+        store.clear_manifest(job.output_dir)  # from here until the new manifest, the point is not complete
         try:
             point = point or validate(cfg, self.experiments)
-            with threadpool_limits(limits=blas_threads(point.bench.threads, job.concurrency), user_api="blas"):
+            bench = point.bench
+            if job.cwd is not None and not Path(bench.machine_file).is_absolute():  # not the job's folder
+                bench = dataclasses.replace(bench, machine_file=str(job.cwd / bench.machine_file))
+            with threadpool_limits(limits=blas_threads(bench.threads, job.concurrency), user_api="blas"):
                 env = environment.capture(self.repo, job.concurrency)
-                results = point.experiment.run(point.knobs, point.bench, point.seed)
+                results = point.experiment.run(point.knobs, bench, point.seed)
         except Exception as exc:
             if not isinstance(exc, ConfigError):
                 log.error("job %d failed:\n%s", job.job_num, traceback.format_exc())
@@ -120,10 +131,14 @@ class PointApp:
                     "config_hash": config_hash(flat, name)}
         env = env or environment.capture(self.repo, job.concurrency)
         declared = [c.name for c in exp.columns] if exp else []
-        files = store.write_point(job.output_dir, identity, flat, results, dataclasses.asdict(env), declared)
         outcome = summarize(job, results, exp)
-        store.write_manifest(job.output_dir, {**identity, "status": outcome.status, "errors": outcome.errors,
-                                              "summary": outcome.summary, "files": files})
+        try:
+            files = store.write_point(job.output_dir, identity, flat, results, dataclasses.asdict(env), declared)
+            store.write_manifest(job.output_dir, {**identity, "status": outcome.status, "errors": outcome.errors,
+                                                  "summary": outcome.summary, "files": files, "config": flat})
+        except OSError as exc:  # a full disk, a read-only folder: the point is not complete, and says so
+            error = f"could not write the point's files in {job.output_dir}: {one_line(exc)}"
+            outcome = PointOutcome(job, "failed", [error], error)
         log.log(logging.WARNING if outcome.errors else logging.INFO, "job %d %s: %s", job.job_num, outcome.status,
                 outcome.summary)
         return outcome

@@ -121,6 +121,11 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
     return write_text_atomic(folder / MANIFEST, json.dumps(dict(manifest), indent=2) + "\n")
 
 
+def clear_manifest(folder: Path) -> None:
+    """Remove a point's manifest before it runs again: until a new one is written it is not complete."""
+    (folder / MANIFEST).unlink(missing_ok=True)
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a point whose every listed file exists; None otherwise (missing, partial, unreadable)."""
     try:

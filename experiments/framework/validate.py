@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -48,11 +49,21 @@ def _typed(schema: type, node: Any, key: str) -> Any:
     """Merge ``node`` (resolved against its whole config) into ``schema``; run its checks."""
     try:
         values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        names = [f"{key}.{f.name}" for f in dataclasses.fields(schema)]
+        unknown = [f"{key}.{k}" for k in values if f"{key}.{k}" not in names]
+        if unknown:
+            raise ConfigError(_not_a_knob(unknown[0], names))
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     except OmegaConfBaseException as exc:
         full_key = getattr(exc, "full_key", None)
         where = f"{key}.{full_key}" if full_key and not str(full_key).startswith(key) else (full_key or key)
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def _not_a_knob(name: str, knobs: list[str]) -> str:
+    close = difflib.get_close_matches(name, knobs, n=1)
+    hint = f": did you mean {close[0]}?" if close else f"; the knobs here are {', '.join(knobs)}"
+    return f"{name} is not a knob{hint}"
 
 
 def validate(cfg: DictConfig, experiments: Mapping[str, Experiment]) -> Point:
@@ -63,6 +74,12 @@ def validate(cfg: DictConfig, experiments: Mapping[str, Experiment]) -> Point:
     exp = experiments[name]
     if exp.key not in cfg:
         raise ConfigError(f"experiment={exp.name} needs its knobs under '{exp.key}'")
+    stray = [k for k in cfg if k not in (*NOT_KNOBS, "seed", "bench", exp.key)]
+    if stray:
+        owner = next((e.name for e in experiments.values() if e.key == stray[0]), None)
+        why = f"holds the knobs of experiment={owner}" if owner else "is not a setting of this app"
+        raise ConfigError(f"{stray[0]}.* {why}, but this point runs experiment={exp.name} (its knobs are "
+                          f"{exp.key}.*): drop those keys or choose experiment={owner or '...'}")
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed} must be a non-negative integer")

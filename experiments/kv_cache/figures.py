@@ -70,25 +70,38 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     made.append(("Time vs sequence length", save_figure(fig, out / "kv_cache_time_vs_seq_len.png")))
 
     fig, ax = plt.subplots(figsize=(10, 6.5))
-    _lines(ax, ok, "kv_projections", palette)
     grid = np.unique(np.geomspace(ok[SEQ].min(), ok[SEQ].max(), 50).round().astype(int))
     for p in sorted(ok[f"{KEY}.prompt_len"].unique()):
-        for strategy, label in (("recompute", "n·p + n(n+1)/2"), ("prealloc", "p + n")):
+        for strategy, label, ls in (("recompute", "n·p + n(n+1)/2", "-"), ("prealloc", "p + n", "--")):
             counts = [expected_kv_projections(strategy, int(p), int(n)) for n in grid]
-            ax.plot(grid, counts, ls=":", color="0.3", lw=1.5, zorder=0)
-            ax.annotate(f"{label} (p={p})", (grid[-1], counts[-1]), fontsize=11, color="0.3",
-                        ha="right", va="bottom")
+            ax.plot(grid, counts, ls=ls, color="0.55", lw=2.5, zorder=1, label=f"formula {label} (p={p})")
+    marks = {"recompute": ("o", 11), "concat": ("s", 16), "prealloc": ("x", 10)}  # concat and prealloc coincide
+    for variant, part in ok.groupby("variant"):
+        marker, size = marks.get(variant, ("D", 9))
+        ax.plot(part[SEQ], part["kv_projections"], ls="none", marker=marker, ms=size, mew=2, zorder=3,
+                mfc="none" if marker == "s" else palette[variant], color=palette[variant], label=f"{variant} (counted)")
+    ax.legend(fontsize=11)
     ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
-           ylabel="K/V token projections per layer", title="K/V projections: counted (markers), formula (dotted)")
+           ylabel="K/V token projections per layer", title="K/V projections: counted (markers) and formulas (lines)")
     made.append(("K/V projections vs sequence length", save_figure(fig, out / "kv_cache_projections_vs_seq_len.png")))
 
-    cached = ok[ok["variant"] != "recompute"].dropna(subset=["speedup_vs_recompute"])
+    if "speedup_vs_recompute" in ok:
+        cached = ok[ok["variant"] != "recompute"].dropna(subset=["speedup_vs_recompute"])
+    else:
+        cached = ok.iloc[0:0]
     if not cached.empty:
         fig, ax = plt.subplots(figsize=(10, 6.5))
-        _lines(ax, cached, "speedup_vs_recompute", {k: v for k, v in palette.items() if k != "recompute"})
+        _lines(ax, cached, "speedup_vs_recompute", {k: v for k, v in palette.items() if k != "recompute"},
+               band=("speedup_q1", "speedup_q3"))
+        shaky = cached[cached["speedup_unstable"].astype(str) == "True"]
+        if not shaky.empty:
+            ax.scatter(shaky[SEQ], shaky["speedup_vs_recompute"], s=260, facecolors="none", edgecolors="crimson",
+                       lw=2, zorder=4, label="unstable ratio (quartiles > 10% apart)")
+            ax.legend(fontsize=11)
         ax.axhline(1.0, color="0.4", ls="--", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
-               ylabel="speedup vs recompute (median time ratio)", title="What the KV cache buys")
+               ylabel="speedup vs recompute (median of per-round ratios)",
+               title="What the KV cache buys (band: quartiles of the paired rounds)")
         made.append(("Speedup vs sequence length", save_figure(fig, out / "kv_cache_speedup_vs_seq_len.png")))
     return made
 
@@ -148,8 +161,8 @@ def sections(df: pd.DataFrame) -> str:
 
 
 REPORT = Report(
-    headline=("time_median_s", "time_iqr_s", "tokens_per_s", "speedup_vs_recompute", "kv_projections",
-              "kv_cache_bytes", "max_abs_err_vs_ref", "unstable"),
+    headline=("time_median_s", "time_iqr_s", "tokens_per_s", "speedup_vs_recompute", "speedup_q1", "speedup_q3",
+              "speedup_unstable", "kv_projections", "kv_cache_bytes", "max_abs_err_vs_ref", "unstable"),
     plots=plots,
     sections=sections,
 )

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
+from experiments.framework.bench import BenchConfig, check_fits, one_line, run_variant, timing_columns
 from experiments.framework.spec import Column, VariantResult
 from experiments.kv_cache.schema import KEY, KVConfig
 from infer_core.attention import QUERY_CHUNK, init_decoder
@@ -23,6 +23,7 @@ from infer_core.decode import (
 )
 from infer_core.kv_cache import Strategy, kv_cache_bytes
 from infer_core.memory import peak_rss_bytes, reset_peak_rss
+from infer_core.timing import paired_ratios, ratio_stats
 
 COLUMNS = (
     *timing_columns("time_median_s", "time_iqr_s", "time_min_s", "time_q1_s", "time_q3_s", "time_max_s",
@@ -30,7 +31,10 @@ COLUMNS = (
                     "warmup", "unstable"),
     Column("tokens_per_s", "1/s", "generated tokens (batch × seq_len) per second of median time"),
     Column("time_per_token_s", "s", "median time / seq_len"),
-    Column("speedup_vs_recompute", "", "recompute's median time / this strategy's, same point"),
+    Column("speedup_vs_recompute", "", "median over interleaved rounds of recompute's time / this strategy's"),
+    Column("speedup_q1", "", "first quartile of those per-round ratios"),
+    Column("speedup_q3", "", "third quartile of those per-round ratios"),
+    Column("speedup_unstable", "", "True when the ratios' quartiles lie more than 10% of the median apart"),
     Column("kv_projections", "", "tokens through each layer's K/V projection, observed; equals "
                                  "n·p + n(n+1)/2 without a cache, p + n with one"),
     Column("flops", "FLOP", "useful matrix FLOPs from the closed form (projections + attention over t keys)"),
@@ -74,7 +78,8 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     x = rng.standard_normal((b, p + n, shape.d_model), dtype=np.dtype(shape.dtype))
     ref = reference_outputs(model, x, p)
 
-    def one(strategy: Strategy) -> VariantResult:
+    def check(strategy: Strategy) -> VariantResult:
+        """One generation: outputs against the float64 pass, observed counts against the closed forms."""
         start = time.perf_counter()
         reset_peak_rss()
         counts = GenerationCounts()
@@ -84,32 +89,37 @@ def run(cfg: KVConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
                     "cache_bytes_copied": expected_cache_bytes_copied(strategy, shape, b, p, n)}
         if observed != expected:
             raise RuntimeError(f"observed {observed} != closed-form {expected}")
-        err = float(np.max(np.abs(y.astype(np.float64) - ref)))
-        cache = make_cache(strategy, shape, b, p + n)  # allocated once, outside the timed region
-        timing = bench.measure(lambda: generate(model, x, p, strategy, cache=cache), start)
-        median, flops = timing.median, expected_flops(strategy, shape, b, p, n)
         cached = strategy is not Strategy.recompute
-        metrics = {
-            **timing.stats(),
-            "tokens_per_s": b * n / median,
-            "time_per_token_s": median / n,
+        return VariantResult(strategy.value, {
             **observed,
-            "flops": flops,
-            "gflops": flops / median / 1e9,
+            "flops": expected_flops(strategy, shape, b, p, n),
             "bytes_moved": expected_bytes_moved(strategy, shape, b, p, n),
             "kv_cache_bytes": kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.d_head, p + n, b,
                                              shape.itemsize) if cached else 0,
             "peak_rss_bytes": peak_rss_bytes(),
-            "max_abs_err_vs_ref": err,
-        }
-        return VariantResult(strategy.value, metrics, timings={"generate": timing})
+            "max_abs_err_vs_ref": float(np.max(np.abs(y.astype(np.float64) - ref))),
+        })
 
-    results = [run_variant(s.value, lambda s=s: one(s), bench) for s in cfg.strategies]
-    base = next((r for r in results if r.variant == "recompute" and r.status == "ok"), None)
-    for r in results:
-        if r.status == "ok" and base is not None:
-            r.metrics["speedup_vs_recompute"] = base.metrics["time_median_s"] / r.metrics["time_median_s"]
-    return results
+    results = {s.value: run_variant(s.value, lambda s=s: check(s), bench) for s in cfg.strategies}
+    caches = {s: make_cache(s, shape, b, p + n) for s in cfg.strategies}  # allocated once, outside the timing
+    calls = {s.value: (lambda s=s: generate(model, x, p, s, cache=caches[s]))
+             for s in cfg.strategies if results[s.value].status == "ok"}
+    try:
+        timings, over = bench.measure_rounds(calls)
+    except Exception as exc:  # a strategy that passed its check and then raised while timed
+        timings, over = {}, {}
+        results.update({name: VariantResult(name, status="failed", error=one_line(exc)) for name in calls})
+    for name, reason in over.items():
+        results[name] = VariantResult(name, status="skipped", error=reason)
+    for name, t in timings.items():
+        m = results[name].metrics
+        m.update(t.stats(), tokens_per_s=b * n / t.median, time_per_token_s=t.median / n,
+                 gflops=m["flops"] / t.median / 1e9)
+        results[name].timings["generate"] = t
+        if "recompute" in timings:  # the speedup of each round, then its median and spread
+            med, q1, q3, unstable = ratio_stats(paired_ratios(timings["recompute"], t))
+            m.update(speedup_vs_recompute=med, speedup_q1=q1, speedup_q3=q3, speedup_unstable=unstable)
+    return list(results.values())
 
 
 def summary(results: list[VariantResult]) -> str:
@@ -118,6 +128,9 @@ def summary(results: list[VariantResult]) -> str:
     if not ok:
         return "no strategy completed"
     best = min(ok, key=lambda r: r.metrics["time_median_s"])
-    speedup = best.metrics.get("speedup_vs_recompute")
-    vs = f", {speedup:.1f}x vs recompute" if speedup is not None else ""
-    return f"best {best.variant} {best.metrics['time_median_s'] * 1e3:.3g} ms{vs}"
+    m = best.metrics
+    vs = ""
+    if "speedup_vs_recompute" in m:
+        flag = " [unstable ratio: quartiles more than 10% apart]" if m["speedup_unstable"] else ""
+        vs = f", {m['speedup_vs_recompute']:.1f}x ({m['speedup_q1']:.1f}-{m['speedup_q3']:.1f}) vs recompute{flag}"
+    return f"best {best.variant} {m['time_median_s'] * 1e3:.3g} ms{vs}"

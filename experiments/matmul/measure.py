@@ -19,6 +19,8 @@ from infer_core.machine import reference, roofline
 from infer_core.matmul import bytes_moved, dequant_matmul, quantize_weights, weight_bytes
 
 log = logging.getLogger(__name__)
+#: Above this share of its roofline a figure is impossible: the roof (the cached reference) is wrong.
+ROOF_TOLERANCE = 1.10
 
 COLUMNS = (
     Column("m", "", "rows of X and Y"),
@@ -40,6 +42,7 @@ COLUMNS = (
     Column("pct_of_roofline", "%", "gflops / roofline_gflops"),
     Column("ridge_point", "FLOP/B", "peak / bandwidth: the intensity where the two roofs meet"),
     Column("bound", "", "`compute` or `bandwidth`: which roof limits this product"),
+    Column("above_roofline", "", "True above 110% of the roofline: the machine reference is stale or foreign"),
     Column("max_rel_err_vs_ref", "", "max |Y − Y₆₄| / max |Y₆₄| against a float64 product"),
 )
 NAMES = {c.name for c in COLUMNS}
@@ -96,6 +99,7 @@ def run(cfg: MatmulConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
             "pct_of_roofline": 100 * gflops / roof.attainable_gflops,
             "ridge_point": roof.ridge_point,
             "bound": roof.bound,
+            "above_roofline": gflops > ROOF_TOLERANCE * roof.attainable_gflops,
             "max_rel_err_vs_ref": err,
         }
         return VariantResult(weights, metrics, timings={"matmul": timing})
@@ -106,4 +110,6 @@ def run(cfg: MatmulConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
 def summary(results: list[VariantResult]) -> str:
     parts = [f"{r.variant} {r.metrics['gflops']:.1f} GFLOP/s ({r.metrics['pct_of_roofline']:.0f}% of roofline)"
              for r in results if r.status == "ok"]
+    if any(r.metrics.get("above_roofline") for r in results if r.status == "ok"):
+        parts.append("ABOVE the roofline: the machine reference is stale, re-measure it with experiment=machine")
     return "; ".join(parts) or "no variant completed"

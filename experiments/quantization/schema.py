@@ -57,14 +57,13 @@ class QuantConfig(Knobs):
     sample_pairs: int = knob(MAX_PAIRS, f"(original, dequantized) pairs kept for the report, at most {MAX_PAIRS}")
 
     def __post_init__(self) -> None:
-        require_positive(KEY, self, "rows", "cols", "n_inputs")
+        require_positive(KEY, self, "rows", "cols", "n_inputs", "group_size")
         require_positive(KEY, self, "sample_pairs", minimum=0)
         require(self.sample_pairs <= MAX_PAIRS, f"{KEY}.sample_pairs={self.sample_pairs} must be <= {MAX_PAIRS}")
         fmt = self.format.value
         if fmt == "uniform":
             require(2 <= self.bits <= 8, f"{KEY}.bits={self.bits} must be between 2 and 8")
             if self.granularity is Granularity.per_group:
-                require(self.group_size >= 1, f"{KEY}.group_size={self.group_size} must be >= 1")
                 require(self.cols % self.group_size == 0,
                         f"{KEY}.group_size={self.group_size} must divide {KEY}.cols={self.cols}")
         else:

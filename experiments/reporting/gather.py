@@ -4,6 +4,7 @@ experiment (its table, failures, its own part and plots), and the roofline over 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -14,53 +15,17 @@ import pandas as pd
 from experiments.framework.bench import BenchConfig
 from experiments.framework.knobs import config_columns
 from experiments.framework.spec import Experiment
-from experiments.framework.store import IDENTITY, RESULTS, SCHEMA_VERSION
+from experiments.framework.store import IDENTITY, OUTCOME, RESULTS
 from experiments.reporting import roofline
+from experiments.reporting.load import ReportError, find_results, load
 from experiments.reporting.tables import fmt, markdown_table
 from infer_core.environment import Environment
 from infer_core.files import write_text_atomic
 
+log = logging.getLogger(__name__)
+__all__ = ["ReportError", "build_report"]
 #: Environment columns that differ between rows by design, not between machines.
 PER_ROW_ENVIRONMENT = ("started_utc", "concurrency")
-
-
-class ReportError(RuntimeError):
-    """Nothing to report on, or a folder that does not exist."""
-
-
-def newest_sweep(root: Path) -> Path:
-    """The most recently modified sweep folder under ``root``."""
-    sweeps = [p for p in root.glob("*") if p.is_dir()] if root.is_dir() else []
-    if not sweeps:
-        raise ReportError(f"no sweep under {root}/: run `python experiments/run.py -m ...` first")
-    return max(sweeps, key=lambda p: p.stat().st_mtime)
-
-
-def find_results(folders: list[Path]) -> list[Path]:
-    """Every job's ``results.csv`` below the folders; report folders (holding report.md) are not inputs."""
-    found = set()
-    for folder in folders:
-        if not folder.is_dir():
-            raise ReportError(f"{folder} is not a folder")
-        found.update(p for p in folder.rglob(RESULTS) if not (p.parent / "report.md").exists())
-    return sorted(found)
-
-
-def load(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """Concatenate the CSVs; files of an unknown schema version are skipped and named."""
-    frames, skipped = [], []
-    for path in paths:
-        df = pd.read_csv(path)
-        versions = set(df.get("schema_version", pd.Series([None])).dropna().astype(int))
-        if not versions or versions - {SCHEMA_VERSION}:
-            found = sorted(versions) or "missing"
-            skipped.append(f"{path}: schema_version {found}, this report reads {SCHEMA_VERSION}")
-            continue
-        df.insert(len(IDENTITY), "source", str(path.parent))
-        frames.append(df)
-    if not frames:
-        raise ReportError("no results.csv this report can read" + "".join(f"\n  {s}" for s in skipped))
-    return pd.concat(frames, ignore_index=True, sort=False), skipped
 
 
 def knob_columns(exp: Experiment, df: pd.DataFrame) -> list[str]:
@@ -99,7 +64,8 @@ def environment_section(df: pd.DataFrame, environment: list[str]) -> str:
 def experiment_section(exp: Experiment, df: pd.DataFrame, out: Path) -> str:
     """Table of the varying knobs, failed and skipped points, then the experiment's own part."""
     part = exp.report()
-    df = df.dropna(axis=1, how="all")  # other experiments' columns
+    keep = {*IDENTITY, *OUTCOME, "source"}
+    df = df[[c for c in df.columns if c in keep or df[c].notna().any()]]  # drop other experiments' columns
     config = knob_columns(exp, df)
     vary = varying(df, config)
     shown = [c for c in ["variant", *vary, *part.headline, "status"] if c in df]
@@ -115,15 +81,26 @@ def experiment_section(exp: Experiment, df: pd.DataFrame, out: Path) -> str:
         if len(bad):
             cols = [c for c in ("overrides", "variant", "error", "source") if c in bad]
             lines += [f"### {title}", "", markdown_table(bad[cols]), ""]
-    lines.append(part.sections(df))
-    for title, path in part.plots(df, out):
+    try:
+        lines.append(part.sections(df))
+        plots = part.plots(df, out)
+    except Exception as exc:  # a figure that cannot be drawn must not cost the rest of the report
+        log.exception("the %s part of the report failed", exp.name)
+        return "\n".join([*lines, f"Could not draw this experiment's figures: {type(exc).__name__}: {exc}", ""])
+    for title, path in plots:
         lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
+    if not plots:
+        ok = int((df["status"] == "ok").sum())
+        lines += [f"Nothing to plot: {ok} row(s) with status ok, which these figures need." if ok else
+                  "Nothing to plot: no row has status ok.", ""]
     return "\n".join(lines)
 
 
 def build_report(folders: list[Path], out: Path, machine_file: Path, experiments: Mapping[str, Experiment]) -> Path:
     """Write ``results.csv``, the plots and ``report.md`` into ``out``; return the report's path."""
-    df, skipped = load(find_results(folders))
+    df, left_out = load(find_results(folders))
+    for problem in left_out:
+        log.warning("left out %s", problem)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     df.to_csv(buf, index=False)
@@ -131,8 +108,8 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parts = ["# infer-sweep report", "", f"Generated {stamp} from {df['source'].nunique()} job folder(s) under "
              + ", ".join(f"`{f}`" for f in folders) + f"; all rows in `{RESULTS}`.", ""]
-    if skipped:
-        parts += ["Skipped files:", ""] + [f"- {s}" for s in skipped] + [""]
+    if left_out:
+        parts += ["**Left out** (not readable as a job's results):", ""] + [f"- {s}" for s in left_out] + [""]
     counts = df["status"].value_counts().to_dict()
     parts += ["Status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), ""]
     parts.append(environment_section(df, [f.name for f in fields(Environment) if f.name in df]))
@@ -146,5 +123,9 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
         parts.append(experiment_section(exp, rows, out))
         if exp.report().point_labels is not None:
             labels.update(exp.report().point_labels(rows))
-    parts.append(roofline.section(df, out, machine_file, labels))
+    try:
+        parts.append(roofline.section(df, out, machine_file, labels))
+    except Exception as exc:
+        log.exception("the roofline failed")
+        parts += ["## Roofline", "", f"Could not draw the roofline: {type(exc).__name__}: {exc}", ""]
     return write_text_atomic(out / "report.md", "\n".join(parts) + "\n")

@@ -19,6 +19,6 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Lay out, write atomically at 150 dpi, close; returns ``path``."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150)
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")  # titles and labels outside the axes stay in the picture
     plt.close(fig)
     return path

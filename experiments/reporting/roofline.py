@@ -26,6 +26,18 @@ def roofs(machine_file: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: A point this far above its roof means the roof is wrong (a stale or foreign machine reference).
+ROOF_TOLERANCE = 1.10
+
+
+def above_roof(pts: pd.DataFrame, machine: pd.DataFrame) -> pd.DataFrame:
+    """The points whose GFLOP/s pass ``ROOF_TOLERANCE`` × the roof at their own BLAS thread count."""
+    left = pts.dropna(subset=["blas_threads"]).astype({"blas_threads": int})
+    roofs = left.merge(machine.astype({"blas_threads": int}), on="blas_threads", how="inner", suffixes=("", "_roof"))
+    attainable = np.minimum(roofs["sgemm"], roofs["intensity"] * roofs["bandwidth"])
+    return roofs[roofs["gflops"] > ROOF_TOLERANCE * attainable]
+
+
 def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series | None = None) -> str:
     """A roofline chart of all points with FLOPs and bytes, or a note saying what is missing.
 
@@ -54,20 +66,37 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
             ax.plot(grid, np.minimum(peak, grid * row.bandwidth), color="0.25", ls=ls, lw=1.8)
         ax.annotate(f"{row.blas_threads} thr: sgemm {row.sgemm:.0f} GFLOP/s, memory {row.bandwidth:.0f} GB/s",
                     (hi, row.sgemm), ha="right", va="bottom", fontsize=11, color="0.25")
-    sns.scatterplot(pts, x="intensity", y="gflops", hue="experiment", style="experiment", s=80, ax=ax)
+        ax.annotate(f"{row.blas_threads} thr: dgemm {row.dgemm:.0f} GFLOP/s (dotted)", (hi, row.dgemm), ha="right",
+                    va="top", fontsize=10, color="0.35")
+    # an experiment with a few variants gets a colour per variant; one with many, one colour
+    few = pts.groupby("experiment")["variant"].transform("nunique") <= 4
+    pts["series"] = pts["experiment"].where(~few, pts["experiment"] + ": " + pts["variant"].astype(str))
+    sns.scatterplot(pts, x="intensity", y="gflops", hue="series", style="experiment", s=80, ax=ax)
     if labels is not None:
-        for idx, text in labels.dropna().items():
-            if idx in pts.index:
-                ax.annotate(text, (pts.at[idx, "intensity"], pts.at[idx, "gflops"]), fontsize=9, xytext=(4, -10),
-                            textcoords="offset points", color="0.3")
+        shown_labels = labels.dropna()
+        shown_labels = shown_labels[shown_labels.index.isin(pts.index)]
+        order = pts.loc[shown_labels.index, "intensity"].sort_values().index
+        for i, idx in enumerate(order):  # alternate above and below: neighbours do not overlap
+            ax.annotate(shown_labels[idx], (pts.at[idx, "intensity"], pts.at[idx, "gflops"]), fontsize=9,
+                        xytext=(4, 8 if i % 2 else -12), textcoords="offset points", color="0.3")
+    above = above_roof(pts, shown)
+    if len(above):
+        ax.scatter(above["intensity"], above["gflops"], s=300, facecolors="none", edgecolors="crimson", lw=2,
+                   label="above its roof: stale machine reference?")
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity [FLOP / byte moved]", ylabel="GFLOP/s",
            title="Roofline: attainable = min(peak, intensity × bandwidth)")
-    ax.legend(title=None, fontsize=11, loc="lower right")
+    ax.legend(title=None, fontsize=10, loc="lower right")
     path = save_figure(fig, out / "roofline.png")
     ridge = ", ".join(f"{r.blas_threads} thr: {r.sgemm / r.bandwidth:.1f} FLOP/B"
                       for r in shown.itertuples(index=False))
     point_threads = ", ".join(str(t) for t in sorted(threads)) or "unknown"
     roof_threads = ", ".join(str(t) for t in sorted(shown["blas_threads"]))
+    if len(above):
+        threads = ", ".join(str(int(t)) for t in sorted(above["blas_threads"].dropna().unique()))
+        lines += [f"**Warning: {len(above)} point(s) lie more than 10% above their roof** ("
+                  + ", ".join(f"{r.experiment} {r.variant} {r.gflops:.1f} GFLOP/s" for r in above.itertuples())
+                  + f"). The machine reference in `{machine_file}` is stale or from another machine: re-measure it "
+                  f"with `python experiments/run.py experiment=machine bench.threads={threads}`.", ""]
     lines += [
         f"{len(pts)} measured point(s) from {', '.join(sorted(pts['experiment'].unique()))}, measured with "
         f"{point_threads} BLAS thread(s); roofs for {roof_threads} thread(s) from "

@@ -16,8 +16,20 @@ def fmt(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
+def seconds(value: object) -> str:
+    """A time a person reads: ``161.5 µs``, ``2.31 ms``, ``1.38 s``."""
+    if not isinstance(value, (int, float)) or pd.isna(value):
+        return fmt(value)
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {unit}"
+    return f"{value * 1e9:.4g} ns" if value else "0 s"
+
+
 def markdown_table(df: pd.DataFrame) -> str:
-    """``df`` as a GitHub Markdown table."""
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    """``df`` as a GitHub Markdown table; columns of seconds (``*_s``) in s, ms, µs or ns."""
+    cells = [[seconds(v) if str(c).endswith("_s") else fmt(v) for c, v in zip(df.columns, row, strict=True)]
+             for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Launch a sweep's points with the configured launcher, and learn each point's outcome.
+
+The launcher gets the configs already composed (:class:`~experiments.framework.plan.PlannedLoader`) and
+each point's runtime facts (its number, how many jobs run at once) in ``hydra.job.env_set``. Outcomes
+come from each ``JobReturn``; when the launcher itself dies (a killed worker breaks a joblib pool), each
+point's folder says what happened: complete (its manifest), died while running (started, no manifest),
+or never started; those are launched once more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext
+from omegaconf import DictConfig
+
+from experiments.framework import store
+from experiments.framework.bench import one_line
+from experiments.framework.plan import Composer, PlannedLoader
+from experiments.framework.point import JobInfo, PointOutcome
+
+log = logging.getLogger(__name__)
+#: Runtime facts a job reads from ``hydra.job.env_set`` (Hydra's channel for per-job settings).
+POINT_ENV, CONCURRENCY_ENV = "INFER_SWEEP_POINT", "INFER_SWEEP_CONCURRENCY"
+
+
+def launcher_concurrency(launcher_cfg: DictConfig | None, batch: int) -> int:
+    """How many jobs the configured launcher runs at once: joblib's ``n_jobs``, SLURM's
+    ``array_parallelism``, the whole batch for submitit's local executor, Ray's CPUs per task's
+    CPUs, 1 for the basic launcher."""
+    if launcher_cfg is None:
+        return 1
+    target = str(launcher_cfg.get("_target_", ""))
+    if "submitit" in target and "Local" in target:
+        return batch
+    if "RayLauncher" in target:  # Ray runs as many tasks as its CPUs hold
+        ray = launcher_cfg.get("ray") or {}
+        cpus = (ray.get("init") or {}).get("num_cpus") or os.cpu_count() or 1
+        per_task = (ray.get("remote") or {}).get("num_cpus") or 1
+        return max(1, min(int(cpus) // int(per_task), batch))
+    for key in ("n_jobs", "array_parallelism"):
+        value = launcher_cfg.get(key)
+        if isinstance(value, int):
+            n = (os.cpu_count() or 1) if value < 0 else value
+            return max(1, min(n, batch))
+    return 1
+
+
+def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[Any, int], JobInfo],
+           known: dict[int, PointOutcome], retry: bool = True) -> list[Any]:
+    """Launch ``points`` in batches of ``max_batch_size``; fill ``known`` with each point's outcome and
+    return the launcher's batches of ``JobReturn``."""
+    master: DictConfig = sweeper.config
+    launcher, real = sweeper.launcher, sweeper.hydra_context.config_loader
+    returns, again = [], []
+    size = sweeper.max_batch_size or len(points) or 1
+    for first in range(0, len(points), size):
+        batch = points[first : first + size]
+        concurrency = launcher_concurrency(master.hydra.get("launcher"), len(batch))
+        planned = {}
+        for p in batch:  # the name is percent-quoted: no quote can end the string
+            p.runtime = [f"++hydra.job.env_set.{POINT_ENV}={p.index}",
+                         f"++hydra.job.env_set.{CONCURRENCY_ENV}={concurrency}",
+                         *([f"hydra.sweep.subdir='{p.name}'"] if p.name else [])]
+            planned[(*p.overrides, *p.runtime)] = composer.add(p.config, p.runtime)
+        launcher.hydra_context = HydraContext(PlannedLoader(real, planned), sweeper.hydra_context.callbacks)
+        try:
+            results = launcher.launch([[*p.overrides, *p.runtime] for p in batch], initial_job_idx=first)
+        except Exception as exc:  # the launcher died: the files its jobs wrote survive
+            log.error("the launcher failed: %s", one_line(exc))
+            again += after_crash(batch, [job(p, concurrency) for p in batch], one_line(exc), known)
+            continue
+        finally:
+            launcher.hydra_context = sweeper.hydra_context
+        returns.append(results)
+        for p, ret in zip(batch, results, strict=True):
+            known[p.index] = outcome_of(ret, job(p, concurrency))
+    if again and retry:
+        log.info("launching %d point(s) that never started once more", len(again))
+        returns += launch(sweeper, composer, again, job, known, retry=False)
+    for p in again if not retry else []:
+        known[p.index] = PointOutcome(job(p, 1), "not run", ["not run: the launcher failed before starting it"])
+    return returns
+
+
+def after_crash(batch: list[Any], jobs: list[JobInfo], why: str, known: dict[int, PointOutcome]) -> list[Any]:
+    """Each point's outcome from its folder after the launcher died; returns the points never started."""
+    never = []
+    for p, job in zip(batch, jobs, strict=True):
+        manifest = store.read_manifest(job.output_dir) if p.name else None
+        if manifest is not None:
+            known[p.index] = PointOutcome(job, str(manifest["status"]), list(manifest.get("errors", [])),
+                                          str(manifest.get("summary", "")))
+        elif p.name and not (job.output_dir / ".hydra").is_dir():
+            never.append(p)
+        else:
+            known[p.index] = PointOutcome(job, "failed", [f"its process died before it finished (killed, or out "
+                                                          f"of memory?); the launcher said: {why}"])
+    return never
+
+
+def outcome_of(ret: JobReturn, job: JobInfo) -> PointOutcome:
+    """A point's outcome from its ``JobReturn``: the app's own outcome, ok for any other value, or the
+    exception the job raised as one line."""
+    if ret.status == JobStatus.COMPLETED:
+        value = ret.return_value
+        return value if isinstance(value, PointOutcome) else PointOutcome(job, "ok")
+    return PointOutcome(job, "failed", [one_line(ret._return_value)])
+
+
+def folder_of(sweep_dir: Path, name: str | None, index: int) -> Path:
+    """A point's folder: named after its overrides, or Hydra's default (its job number)."""
+    return sweep_dir / (name or str(index))
+
+
+def usable(path: Path) -> str | None:
+    """Why ``path`` cannot hold a sweep (one line), or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the sweep folder {path}: {exc.strerror or one_line(exc)}"
+    if not os.access(path, os.W_OK):
+        return f"cannot write into the sweep folder {path}: permission denied"
+    return None

@@ -1,0 +1,83 @@
+"""Read every job's ``results.csv`` below some folders; name every file or row that cannot be read."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.framework.store import IDENTITY, OUTCOME, RESULTS, SCHEMA_VERSION
+
+STATUSES = ("ok", "skipped", "failed")
+
+
+class ReportError(RuntimeError):
+    """Nothing to report on, or a folder that does not exist."""
+
+
+def newest_sweep(root: Path) -> Path:
+    """The most recently modified sweep folder under ``root``."""
+    sweeps = [p for p in root.glob("*") if p.is_dir()] if root.is_dir() else []
+    if not sweeps:
+        raise ReportError(f"no sweep under {root}/: run `python experiments/run.py -m ...` first")
+    return max(sweeps, key=lambda p: p.stat().st_mtime)
+
+
+def find_results(folders: list[Path]) -> list[Path]:
+    """Every job's ``results.csv`` below the folders; report folders (holding report.md) are not inputs."""
+    found = set()
+    for folder in folders:
+        if not folder.is_dir():
+            raise ReportError(f"{folder} is not a folder")
+        found.update(p for p in folder.rglob(RESULTS) if not (p.parent / "report.md").exists())
+    return sorted(found)
+
+
+def read_rows(path: Path) -> tuple[pd.DataFrame | None, str]:
+    """A job's complete rows, and what was wrong with the file ("" when nothing was)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"{path}: unreadable ({exc.strerror or exc})"
+    if not data.strip():
+        return None, f"{path}: empty file"
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    except UnicodeDecodeError:
+        return None, f"{path}: not UTF-8 text (a binary file?)"
+    except csv.Error as exc:
+        return None, f"{path}: not CSV ({exc})"
+    header, body = rows[0], rows[1:]
+    missing = [c for c in (*IDENTITY, *OUTCOME) if c not in header]
+    if missing:
+        return None, f"{path}: not a job's results (no {', '.join(missing)} column)"
+    versions = {r[header.index("schema_version")] for r in body if len(r) == len(header)}
+    if versions - {str(SCHEMA_VERSION)}:
+        return None, f"{path}: schema_version {', '.join(sorted(versions))}, this report reads {SCHEMA_VERSION}"
+    status = header.index("status")
+    good = [r for r in body if len(r) == len(header) and r[status] in STATUSES]
+    lost = len(body) - len(good)
+    note = f"{path}: {lost} incomplete row(s) left out (a truncated file?)" if lost else ""
+    if not good:
+        return None, note or f"{path}: no rows"
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *good])
+    buf.seek(0)
+    return pd.read_csv(buf), note
+
+
+def load(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
+    """Concatenate the readable rows; every file (or row) left out is named with the reason."""
+    frames, problems = [], []
+    for path in paths:
+        df, problem = read_rows(path)
+        if problem:
+            problems.append(problem)
+        if df is not None:
+            df.insert(len(IDENTITY), "source", str(path.parent))
+            frames.append(df)
+    if not frames:
+        raise ReportError("no results.csv this report can read" + "".join(f"\n  {s}" for s in problems))
+    return pd.concat(frames, ignore_index=True, sort=False), problems
