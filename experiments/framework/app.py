@@ -65,7 +65,11 @@ def infer_experiment(args: list[str], experiments: Mapping[str, Experiment], def
     named = {e.name for e in experiments.values() for k in keys if k.split(".", 1)[0] == e.key or k in e.groups}
     if len(named) != 1 or named == {default}:
         return args
-    return [*args, f"experiment={named.pop()}"]
+    exp = experiments[named.pop()]
+    # its group files already choose its groups: `+qmethod=q4_k` (Hydra's hint for a new key) becomes `qmethod=q4_k`
+    args = [a.lstrip("+") if a.lstrip("+").split("=", 1)[0] in exp.groups else a for a in args]
+    first = next(i for i, a in enumerate(args) if "=" in a and not a.startswith("-"))  # overrides stay together
+    return [*args[:first], f"experiment={exp.name}", *args[first:]]
 
 
 def _flag(args: list[str], *names: str) -> str | None:

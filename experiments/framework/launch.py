@@ -2,9 +2,11 @@
 
 The launcher gets the configs already composed (:class:`~experiments.framework.plan.PlannedLoader`) and
 each point's runtime facts (its number, how many jobs run at once) in ``hydra.job.env_set``. Outcomes
-come from each ``JobReturn``; when the launcher itself dies (a killed worker breaks a joblib pool), each
-point's folder says what happened: complete (its manifest), died while running (started, no manifest),
-or never started; those are launched once more.
+come from each ``JobReturn``. When the launcher itself dies (a killed worker breaks a joblib pool and
+takes the other running workers with it), each point's folder says what happened: complete (its
+manifest), never started (launched again), or stopped while running. A stopped point runs once more
+on its own, so that a point stopped only because another worker died completes, and a point whose
+process dies again is failed, with no other point lost beside it.
 """
 
 from __future__ import annotations
@@ -52,13 +54,13 @@ def launcher_concurrency(launcher_cfg: DictConfig | None, batch: int) -> int:
 
 
 def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[Any, int], JobInfo],
-           known: dict[int, PointOutcome], retry: bool = True) -> list[Any]:
-    """Launch ``points`` in batches of ``max_batch_size``; fill ``known`` with each point's outcome and
-    return the launcher's batches of ``JobReturn``."""
+           known: dict[int, PointOutcome], size: int | None = None, retry: bool = True) -> list[Any]:
+    """Launch ``points`` in batches (of ``size``, default ``max_batch_size``); fill ``known`` with each
+    point's outcome and return the launcher's batches of ``JobReturn``."""
     master: DictConfig = sweeper.config
     launcher, real = sweeper.launcher, sweeper.hydra_context.config_loader
-    returns, again = [], []
-    size = sweeper.max_batch_size or len(points) or 1
+    returns, never, stopped = [], [], []
+    size = size or sweeper.max_batch_size or len(points) or 1
     for first in range(0, len(points), size):
         batch = points[first : first + size]
         concurrency = launcher_concurrency(master.hydra.get("launcher"), len(batch))
@@ -73,24 +75,30 @@ def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[A
             results = launcher.launch([[*p.overrides, *p.runtime] for p in batch], initial_job_idx=first)
         except Exception as exc:  # the launcher died: the files its jobs wrote survive
             log.error("the launcher failed: %s", one_line(exc))
-            again += after_crash(batch, [job(p, concurrency) for p in batch], one_line(exc), known)
+            lost = after_crash(batch, [job(p, concurrency) for p in batch], one_line(exc), known, retry)
+            never += lost[0]
+            stopped += lost[1]
             continue
         finally:
             launcher.hydra_context = sweeper.hydra_context
         returns.append(results)
         for p, ret in zip(batch, results, strict=True):
             known[p.index] = outcome_of(ret, job(p, concurrency))
-    if again and retry:
-        log.info("launching %d point(s) that never started once more", len(again))
-        returns += launch(sweeper, composer, again, job, known, retry=False)
-    for p in again if not retry else []:
+    if retry and (never or stopped):
+        log.info("launching again: %d point(s) that never started, %d stopped while running (each on its own)",
+                 len(never), len(stopped))
+        returns += launch(sweeper, composer, never, job, known)
+        returns += launch(sweeper, composer, stopped, job, known, size=1, retry=False)
+    for p in never if not retry else []:
         known[p.index] = PointOutcome(job(p, 1), "not run", ["not run: the launcher failed before starting it"])
     return returns
 
 
-def after_crash(batch: list[Any], jobs: list[JobInfo], why: str, known: dict[int, PointOutcome]) -> list[Any]:
-    """Each point's outcome from its folder after the launcher died; returns the points never started."""
-    never = []
+def after_crash(batch: list[Any], jobs: list[JobInfo], why: str, known: dict[int, PointOutcome],
+                retry: bool) -> tuple[list[Any], list[Any]]:
+    """Each point's outcome from its folder after the launcher died; returns the points never started and,
+    when they may run again, those stopped while running."""
+    never, stopped = [], []
     for p, job in zip(batch, jobs, strict=True):
         manifest = store.read_manifest(job.output_dir) if p.name else None
         if manifest is not None:
@@ -98,10 +106,13 @@ def after_crash(batch: list[Any], jobs: list[JobInfo], why: str, known: dict[int
                                           str(manifest.get("summary", "")))
         elif p.name and not (job.output_dir / ".hydra").is_dir():
             never.append(p)
+        elif retry and p.name:
+            stopped.append(p)
         else:
-            known[p.index] = PointOutcome(job, "failed", [f"its process died before it finished (killed, or out "
-                                                          f"of memory?); the launcher said: {why}"])
-    return never
+            again = " when run again on its own" if not retry else ""
+            known[p.index] = PointOutcome(job, "failed", [f"it did not finish{again}: the launcher failed with {why} "
+                                                          "(a worker killed or out of memory, a full disk ...)"])
+    return never, stopped
 
 
 def outcome_of(ret: JobReturn, job: JobInfo) -> PointOutcome:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import pickle
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +20,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 #: Overrides that steer the sweep itself: left out of folder names and of a result's identity.
 RUN_CONTROL = ("sweep.",)
@@ -64,7 +65,7 @@ class Composer:
     def __init__(self, loader: Any, master: DictConfig) -> None:
         self.loader, self.master = loader, master
         self.parser = OverridesParser.create(config_loader=loader)
-        self.trees: dict[tuple[str, ...], DictConfig | Exception] = {}
+        self.trees: dict[tuple[str, ...], bytes | Exception] = {}  # pickled: loading is faster than deepcopy
         self.compositions = 0  # full compositions of the config tree (one per choice of groups)
 
     def _structural(self, o: Override) -> bool:
@@ -75,13 +76,13 @@ class Composer:
         if groups not in self.trees:
             try:
                 self.compositions += 1
-                self.trees[groups] = self.loader.load_sweep_config(self.master, list(groups))
+                self.trees[groups] = pickle.dumps(self.loader.load_sweep_config(self.master, list(groups)))
             except Exception as exc:  # remembered: every point with these groups fails the same way
                 self.trees[groups] = exc
         tree = self.trees[groups]
         if isinstance(tree, Exception):
             raise tree
-        return copy.deepcopy(tree)
+        return pickle.loads(tree)
 
     def compose(self, overrides: list[str]) -> DictConfig:
         """The point's config; raises what Hydra would raise composing it."""
@@ -108,16 +109,6 @@ class Composer:
             for o in parsed:
                 (cfg.hydra.overrides.hydra if o.is_hydra_override() else cfg.hydra.overrides.task).append(o.input_line)
         return cfg
-
-
-def task_config(cfg: DictConfig | None) -> DictConfig | None:
-    """The task part of a composed config (without ``hydra``), as the job will see it."""
-    if cfg is None:
-        return None
-    task = copy.deepcopy(cfg)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task
 
 
 class PlannedLoader:

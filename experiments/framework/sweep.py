@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.framework import store
 from experiments.framework.launch import folder_of, launch, usable
 from experiments.framework.lock import SweepLock, SweepLocked
-from experiments.framework.plan import RUN_CONTROL, Composer, expand, point_dir_name, task_config
+from experiments.framework.plan import RUN_CONTROL, Composer, expand, point_dir_name
 from experiments.framework.point import JobInfo, PointOutcome
 from infer_core.files import write_text_atomic
 
@@ -74,7 +74,7 @@ def plan_points(sweeper: Any, arguments: list[str], hooks: Any, sweep_dir: Path)
             p.error = " ".join(str(exc).split("Config search path:")[0].split())
             continue
         if hooks is not None and p.name is not None:
-            p.error = hooks.check(task_config(p.config), sweep_dir / p.name) or ""
+            p.error = hooks.check(p.config, sweep_dir / p.name) or ""
     return points, composer
 
 
@@ -112,7 +112,7 @@ def _run(sweeper: Any, composer: Composer, points: list[SweepPoint], hooks: Any,
         shown = tuple(o for o in p.overrides if not o.startswith(RUN_CONTROL))
         return JobInfo(folder_of(sweep_dir, p.name, p.index), shown, p.index, sweep_dir.name, concurrency)
 
-    known: dict[int, PointOutcome] = {p.index: hooks.record_invalid(job(p), task_config(p.config), p.error)
+    known: dict[int, PointOutcome] = {p.index: hooks.record_invalid(job(p), p.config, p.error)
                                       for p in points if p.error}
     todo, skipped = [], 0
     for p in (p for p in points if not p.error):

@@ -48,11 +48,13 @@ def config_hash(flat: Mapping[str, Any], experiment: str) -> str:
 def _typed(schema: type, node: Any, key: str) -> Any:
     """Merge ``node`` (resolved against its whole config) into ``schema``; run its checks."""
     try:
-        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
         names = [f"{key}.{f.name}" for f in dataclasses.fields(schema)]
-        unknown = [f"{key}.{k}" for k in values if f"{key}.{k}" not in names]
+        unknown = [f"{key}.{k}" for k in node if f"{key}.{k}" not in names]
         if unknown:
             raise ConfigError(_not_a_knob(unknown[0], names))
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is schema:  # composed on the schema: typed
+            return OmegaConf.to_object(node)
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     except OmegaConfBaseException as exc:
         full_key = getattr(exc, "full_key", None)

@@ -72,7 +72,7 @@ def sections(df: pd.DataFrame) -> str:
 
 def point_labels(df: pd.DataFrame) -> pd.Series:
     """Roofline labels for the decode GEMVs (fp32): the prefill GEMMs sit under the peak, unlabelled."""
-    if SHAPE not in df:
+    if SHAPE not in df or TOKENS not in df:
         return pd.Series(index=df.index, dtype=object)
     gemv = df[SHAPE].isin(OPS) & (df["variant"] == "fp32") & (df[TOKENS] == 1)
     return df.loc[gemv, SHAPE] + " ×1"

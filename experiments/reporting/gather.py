@@ -121,8 +121,11 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
                       "know: left out.", ""]
             continue
         parts.append(experiment_section(exp, rows, out))
-        if exp.report().point_labels is not None:
-            labels.update(exp.report().point_labels(rows))
+        try:
+            if exp.report().point_labels is not None:
+                labels.update(exp.report().point_labels(rows))
+        except Exception:  # labels are a nicety: the roofline is drawn without them
+            log.exception("the %s roofline labels failed", exp.name)
     try:
         parts.append(roofline.section(df, out, machine_file, labels))
     except Exception as exc:
