@@ -74,7 +74,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     for p in sorted(ok[f"{KEY}.prompt_len"].unique()):
         for strategy, label, ls in (("recompute", "n·p + n(n+1)/2", "-"), ("prealloc", "p + n", "--")):
             counts = [expected_kv_projections(strategy, int(p), int(n)) for n in grid]
-            ax.plot(grid, counts, ls=ls, color="0.55", lw=2.5, zorder=1, label=f"formula {label} (p={p})")
+            ax.plot(grid, counts, ls=ls, color="0.55", lw=2.5, zorder=1, label=f"formula {label} (p={int(p)})")
     marks = {"recompute": ("o", 11), "concat": ("s", 16), "prealloc": ("x", 10)}  # concat and prealloc coincide
     for variant, part in ok.groupby("variant"):
         marker, size = marks.get(variant, ("D", 9))

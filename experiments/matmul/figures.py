@@ -75,7 +75,7 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
     if SHAPE not in df or TOKENS not in df:
         return pd.Series(index=df.index, dtype=object)
     gemv = df[SHAPE].isin(OPS) & (df["variant"] == "fp32") & (df[TOKENS] == 1)
-    return df.loc[gemv, SHAPE] + " ×1"
+    return df.loc[gemv, SHAPE] + " (1 token)"
 
 
 REPORT = Report(

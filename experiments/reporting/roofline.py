@@ -72,13 +72,19 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
     few = pts.groupby("experiment")["variant"].transform("nunique") <= 4
     pts["series"] = pts["experiment"].where(~few, pts["experiment"] + ": " + pts["variant"].astype(str))
     sns.scatterplot(pts, x="intensity", y="gflops", hue="series", style="experiment", s=80, ax=ax)
-    if labels is not None:
-        shown_labels = labels.dropna()
-        shown_labels = shown_labels[shown_labels.index.isin(pts.index)]
-        order = pts.loc[shown_labels.index, "intensity"].sort_values().index
-        for i, idx in enumerate(order):  # alternate above and below: neighbours do not overlap
-            ax.annotate(shown_labels[idx], (pts.at[idx, "intensity"], pts.at[idx, "gflops"]), fontsize=9,
-                        xytext=(4, 8 if i % 2 else -12), textcoords="offset points", color="0.3")
+    if labels is not None:  # points within 15% of each other on both axes share one label
+        named = pts.loc[labels.dropna().index.intersection(pts.index)].assign(text=labels)
+        named = named.sort_values("intensity")
+        groups: list[list] = []
+        for idx, row in named.iterrows():
+            last = groups[-1][-1] if groups else None
+            near = last is not None and all(abs(np.log(row[c] / named.at[last, c])) < np.log(1.15)
+                                            for c in ("intensity", "gflops"))
+            groups[-1].append(idx) if near else groups.append([idx])
+        for i, group in enumerate(groups):
+            text = ", ".join(dict.fromkeys(str(named.at[j, "text"]) for j in group))
+            ax.annotate(text, (named.at[group[0], "intensity"], named.at[group[0], "gflops"]), fontsize=9,
+                        xytext=(6, 8 if i % 2 else -14), textcoords="offset points", color="0.3")
     above = above_roof(pts, shown)
     if len(above):
         ax.scatter(above["intensity"], above["gflops"], s=300, facecolors="none", edgecolors="crimson", lw=2,

@@ -27,8 +27,9 @@ def seconds(value: object) -> str:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """``df`` as a GitHub Markdown table; columns of seconds (``*_s``) in s, ms, µs or ns."""
-    cells = [[seconds(v) if str(c).endswith("_s") else fmt(v) for c, v in zip(df.columns, row, strict=True)]
+    """``df`` as a GitHub Markdown table; columns of seconds (``*_s``, not rates ``*_per_s``) in s, ms, µs or ns."""
+    timed = [str(c).endswith("_s") and not str(c).endswith("per_s") for c in df.columns]  # not rates (x_per_s)
+    cells = [[seconds(v) if t else fmt(v) for t, v in zip(timed, row, strict=True)]
              for row in df.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
