@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -12,9 +13,11 @@ from gguf import quants
 from infer_core.quant import dequantize_gguf, error_metrics, quantize_gguf
 
 LEGACY = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
+K_QUANTS = ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
 BLOCKS = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24),
-          "q4_k": (256, 144), "q6_k": (256, 210)}  # values and bytes per block (llama.cpp's ggml-common.h)
-ALL = [*LEGACY, "q4_k", "q6_k"]
+          "q2_k": (256, 84), "q3_k": (256, 110), "q4_k": (256, 144), "q5_k": (256, 176),
+          "q6_k": (256, 210)}  # values and bytes per block (llama.cpp's ggml-common.h)
+ALL = [*LEGACY, *K_QUANTS]
 
 # For each format: values that make d exactly 1 (placed first in every block), and the values v
 # at which a code changes (x * 1/d lands on a rounding or truncation boundary).
@@ -117,7 +120,7 @@ def test_block_sizes():
     x = np.zeros((1, 256), np.float32)
     sizes = {f: quantize_gguf(x, f).nbytes for f in ALL}
     assert sizes == {"q8_0": 8 * 34, "q4_0": 8 * 18, "q4_1": 8 * 20, "q5_0": 8 * 22, "q5_1": 8 * 24,
-                     "q4_k": 144, "q6_k": 210}
+                     "q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210}
 
 
 def sqnr(fmt: str, x: np.ndarray) -> float:
@@ -132,6 +135,25 @@ def test_sqnr_reference_points_and_k_quants_beat_legacy():
         assert got[fmt] == pytest.approx(ref, abs=0.15), fmt
     assert got["q4_k"] > got["q4_0"] + 1.0
     assert got["q6_k"] > got["q5_1"] + 5.0
+
+
+@pytest.mark.parametrize("fmt", K_QUANTS)
+def test_gguf_decodes_our_k_quant_bytes_as_we_do(fmt):
+    rng = np.random.default_rng(5)
+    for x in (rng.standard_normal((8, 1024)), rng.standard_t(3, (4, 512)) * 7, rng.uniform(0, 1e-3, (2, 256))):
+        q = quantize_gguf(x.astype(np.float32), fmt)
+        np.testing.assert_array_equal(quants.dequantize(q, getattr(T, fmt.upper())), dequantize_gguf(q, fmt))
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "student_t"])
+def test_k_quant_sqnr_rises_with_bits_per_weight(dist):
+    """Q2_K < Q3_K < Q4_K < Q5_K < Q6_K, each about 6 dB (one bit) above the one before."""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((32, 4096)) if dist == "gaussian" else rng.standard_t(4, (32, 4096))).astype(np.float32)
+    got = [sqnr(f, x) for f in K_QUANTS]
+    bits = [8 * BLOCKS[f][1] / BLOCKS[f][0] for f in K_QUANTS]  # 2.625, 3.4375, 4.5, 5.5, 6.5625
+    assert bits == sorted(bits) and got == sorted(got), got
+    assert all(4.0 < b - a < 7.5 for a, b in itertools.pairwise(got)), got
 
 
 @pytest.mark.parametrize("fmt", ALL)

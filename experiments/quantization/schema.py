@@ -43,7 +43,8 @@ class QuantConfig(Knobs):
 
     rows: int = knob(512, "output channels of the weight matrix W[out, in]")
     cols: int = knob(512, "input features of W")
-    format: Format = knob(Format.uniform, "`uniform`, GGUF `q8_0` `q4_0` `q4_1` `q5_0` `q5_1` `q4_k` `q6_k`, or `nf4`")
+    format: Format = knob(Format.uniform, "`uniform`, a GGUF block format (`q8_0` `q4_0` `q4_1` `q5_0` `q5_1`, "
+                                          "K-quants `q2_k` `q3_k` `q4_k` `q5_k` `q6_k`), or `nf4`")
     bits: int = knob(8, "uniform: 2 to 8 bits, codes bit-packed (two per byte at 4 bits)")
     scheme: Scheme = knob(Scheme.symmetric, "uniform: `symmetric`, `affine` (zero always exact), `naive_minmax` "
                                             "(the classic demo's rule, a baseline that breaks on all-positive rows)")

@@ -43,7 +43,10 @@ GGUF_FORMATS: dict[str, GGUFFormat] = {
         GGUFFormat("q4_1", 32, 20, lg.quantize_q4_1, lg.dequantize_q4_1),
         GGUFFormat("q5_0", 32, 22, lg.quantize_q5_0, lg.dequantize_q5_0),
         GGUFFormat("q5_1", 32, 24, lg.quantize_q5_1, lg.dequantize_q5_1),
+        GGUFFormat("q2_k", 256, 84, kq.quantize_q2_k, kq.dequantize_q2_k),
+        GGUFFormat("q3_k", 256, 110, kq.quantize_q3_k, kq.dequantize_q3_k),
         GGUFFormat("q4_k", 256, 144, kq.quantize_q4_k, kq.dequantize_q4_k),
+        GGUFFormat("q5_k", 256, 176, kq.quantize_q5_k, kq.dequantize_q5_k),
         GGUFFormat("q6_k", 256, 210, kq.quantize_q6_k, kq.dequantize_q6_k),
     )
 }

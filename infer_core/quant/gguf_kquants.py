@@ -1,8 +1,15 @@
-"""GGUF K-quants Q4_K and Q6_K: 256-value super-blocks, our own quantizer.
+"""GGUF K-quants Q2_K, Q3_K, Q4_K, Q5_K and Q6_K: 256-value super-blocks, our own quantizer.
 
-The byte layouts are llama.cpp's (``block_q4_K``: fp16 d, fp16 dmin, 12 bytes of packed 6-bit
-scales and mins, 128 bytes of nibbles; ``block_q6_K``: 128 bytes low nibbles, 64 bytes high
-2-bit pairs, 16 int8 scales, fp16 d), so ``gguf.quants.dequantize`` reads what we write.
+The byte layouts are llama.cpp's (``ggml-common.h``), so ``gguf.quants.dequantize`` reads what we write:
+
+- ``block_q2_K`` (84 B): 16 bytes of 4-bit scale and 4-bit min per 16 values, 64 bytes of 2-bit
+  codes, fp16 d, fp16 dmin; a value is d·scale·q − dmin·min.
+- ``block_q3_K`` (110 B): 32 bytes of high bits, 64 bytes of 2-bit low codes, 12 bytes of sixteen
+  6-bit scales (stored + 32), fp16 d; a value is d·scale·q with q in [−4, 3].
+- ``block_q4_K`` (144 B): fp16 d, fp16 dmin, 12 bytes of packed 6-bit scales and mins, 128 bytes of
+  nibbles; ``block_q5_K`` (176 B) the same plus 32 bytes of fifth bits before the nibbles.
+- ``block_q6_K`` (210 B): 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 int8 scales, fp16 d.
+
 The quantizer fits every sub-block by a small grid search over the scale with a least-squares
 refit (as llama.cpp's ``make_qkx2_quants`` / ``make_qx_quants`` do, unweighted here), then
 quantizes the sub-block scales to 6 or 8 bits and recomputes the codes with the stored scales.
@@ -82,35 +89,135 @@ def _fit_symmetric(x: np.ndarray, nmax: int) -> np.ndarray:
     return best_s[..., 0]
 
 
-def quantize_q4_k(b: np.ndarray, out: np.ndarray) -> None:
-    """(n, 256) float32 -> (n, 144) bytes of ``block_q4_K``, written into ``out``."""
-    n = b.shape[0]
-    x = b.reshape(n, 8, 32)
-    scale, mins = _fit_affine(x, 15)
-    d = scale.max(axis=1) / np.float32(63)
-    dmin = mins.max(axis=1) / np.float32(63)
-    d16, dmin16 = d.astype(np.float16).astype(np.float32), dmin.astype(np.float16).astype(np.float32)
-    sc = np.clip(_nearest(_safe_div(scale, d16[:, None])), 0, 63).astype(np.uint8)
-    mn = np.clip(_nearest(_safe_div(mins, dmin16[:, None])), 0, 63).astype(np.uint8)
+def _affine_blocks(x: np.ndarray, nmax: int, smax: int) -> tuple[np.ndarray, ...]:
+    """Sub-blocks ``x`` (n, m, k) fitted as d·sc·q − dmin·mn: codes q in [0, nmax], sub-block scales
+    sc and mins mn in [0, smax] under fp16 super-block scales; returns (d16, dmin16, sc, mn, q)."""
+    scale, mins = _fit_affine(x, nmax)
+    d16 = (scale.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
+    dmin16 = (mins.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
+    sc = np.clip(_nearest(_safe_div(scale, d16[:, None])), 0, smax).astype(np.uint8)
+    mn = np.clip(_nearest(_safe_div(mins, dmin16[:, None])), 0, smax).astype(np.uint8)
     eff_d = (d16[:, None] * sc.astype(np.float32))[..., None]
     eff_m = (dmin16[:, None] * mn.astype(np.float32))[..., None]
-    q = np.clip(_nearest(_safe_div(x + eff_m, eff_d)), 0, 15).astype(np.uint8)  # (n, 8, 32)
-    scales = np.concatenate([
+    q = np.clip(_nearest(_safe_div(x + eff_m, eff_d)), 0, nmax).astype(np.uint8)
+    return d16, dmin16, sc, mn, q
+
+
+def _pack_scales_mins_6bit(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
+    """Eight 6-bit scales and mins (n, 8) into llama.cpp's 12 bytes (``get_scale_min_k4``)."""
+    return np.concatenate([
         sc[:, :4] | ((sc[:, 4:] >> 4) << 6),
         mn[:, :4] | ((mn[:, 4:] >> 4) << 6),
         (sc[:, 4:] & 0x0F) | ((mn[:, 4:] & 0x0F) << 4),
     ], axis=1)
+
+
+def _unpack_scales_mins_6bit(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sc = np.concatenate([s[:, :4] & 0x3F, (s[:, 8:] & 0x0F) | ((s[:, :4] >> 2) & 0x30)], axis=1)
+    mn = np.concatenate([s[:, 4:8] & 0x3F, (s[:, 8:] >> 4) | ((s[:, 4:8] >> 2) & 0x30)], axis=1)
+    return sc, mn
+
+
+def _bit_planes(q: np.ndarray, bit: int) -> np.ndarray:
+    """Bit ``bit`` of codes (n, 8, 32) as 32 bytes (n, 32): byte l holds sub-block j's bit in bit j."""
+    planes = ((q >> bit) & 1) << np.arange(8, dtype=np.uint8).reshape(1, 8, 1)
+    return np.bitwise_or.reduce(planes, axis=1)
+
+
+def _crumbs(q: np.ndarray) -> np.ndarray:
+    """2-bit codes (n, 256) into 64 bytes: value c·128 + s·32 + l sits in bits 2s of byte c·32 + l."""
+    n = q.shape[0]
+    parts = (q.reshape(n, 2, 4, 32) & 3) << (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 4, 1)
+    return np.bitwise_or.reduce(parts, axis=2).reshape(n, 64)
+
+
+def _uncrumb(qs: np.ndarray) -> np.ndarray:
+    n = qs.shape[0]
+    return ((qs.reshape(n, 2, 1, 32) >> (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 4, 1)) & 3).reshape(n, 256)
+
+
+def quantize_q2_k(b: np.ndarray, out: np.ndarray) -> None:
+    """(n, 256) float32 -> (n, 84) bytes of ``block_q2_K``, written into ``out``."""
+    n = b.shape[0]
+    d16, dmin16, sc, mn, q = _affine_blocks(b.reshape(n, 16, 16), 3, 15)
+    out[:] = np.concatenate([sc | (mn << 4), _crumbs(q.reshape(n, QK_K)), fp16_bytes(d16), fp16_bytes(dmin16)],
+                            axis=1)
+
+
+def dequantize_q2_k(data: np.ndarray) -> np.ndarray:
+    """(n, 84) bytes -> (n, 256) float32, as ``gguf.quants.Q2_K`` decodes them."""
+    n = data.shape[0]
+    scales, d, dmin = data[:, :16], fp16_from_bytes(data[:, 80:82]), fp16_from_bytes(data[:, 82:84])
+    q = _uncrumb(data[:, 16:80]).reshape(n, 16, 16).astype(np.float32)
+    return ((d * (scales & 0x0F).astype(np.float32))[..., None] * q
+            - (dmin * (scales >> 4).astype(np.float32))[..., None]).reshape(n, QK_K)
+
+
+def quantize_q3_k(b: np.ndarray, out: np.ndarray) -> None:
+    """(n, 256) float32 -> (n, 110) bytes of ``block_q3_K``, written into ``out``."""
+    n = b.shape[0]
+    x = b.reshape(n, 16, 16)
+    scale = _fit_symmetric(x, 4)
+    big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
+    iscale = _safe_div(np.float32(-32), big)
+    sc = np.clip(_nearest(iscale[:, None] * scale), -32, 31).astype(np.int8)
+    d16 = _safe_div(np.float32(1), iscale).astype(np.float16).astype(np.float32)
+    eff = (d16[:, None] * sc.astype(np.float32))[..., None]
+    q = (np.clip(_nearest(_safe_div(x, eff)), -4, 3) + 4).astype(np.uint8).reshape(n, 8, 32)  # L = q + 4
+    stored = (sc.astype(np.int16) + 32).astype(np.uint8)  # (n, 16): 6 bits each
+    low = (stored[:, :8] & 0x0F) | ((stored[:, 8:] & 0x0F) << 4)
+    high = np.bitwise_or.reduce(((stored >> 4) & 3).reshape(n, 4, 4) << (2 * np.arange(4, dtype=np.uint8)
+                                                                         ).reshape(1, 4, 1), axis=1)
+    out[:] = np.concatenate([_bit_planes(q, 2), _crumbs(q.reshape(n, QK_K)), low, high, fp16_bytes(d16)], axis=1)
+
+
+def dequantize_q3_k(data: np.ndarray) -> np.ndarray:
+    """(n, 110) bytes -> (n, 256) float32, as ``gguf.quants.Q3_K`` decodes them."""
+    n = data.shape[0]
+    hmask, qs, s, d = data[:, :32], data[:, 32:96], data[:, 96:108], fp16_from_bytes(data[:, 108:110])
+    low = np.concatenate([s[:, :8] & 0x0F, s[:, :8] >> 4], axis=1)
+    high = ((s[:, 8:12].reshape(n, 1, 4) >> (2 * np.arange(4, dtype=np.uint8)).reshape(1, 4, 1)) & 3).reshape(n, 16)
+    scales = ((low | (high << 4)).astype(np.int8) - np.int8(32)).astype(np.float32)
+    hbit = ((hmask.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1).reshape(n, 256)
+    q = _uncrumb(qs).astype(np.int8) - ((hbit ^ 1) << 2).astype(np.int8)
+    return ((d * scales)[..., None] * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
+
+
+def quantize_q4_k(b: np.ndarray, out: np.ndarray) -> None:
+    """(n, 256) float32 -> (n, 144) bytes of ``block_q4_K``, written into ``out``."""
+    n = b.shape[0]
+    d16, dmin16, sc, mn, q = _affine_blocks(b.reshape(n, 8, 32), 15, 63)
     qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(n, 128)  # chunk i: sub-block 2i low, 2i+1 high
-    out[:] = np.concatenate([fp16_bytes(d16), fp16_bytes(dmin16), scales, qs], axis=1)
+    out[:] = np.concatenate([fp16_bytes(d16), fp16_bytes(dmin16), _pack_scales_mins_6bit(sc, mn), qs], axis=1)
+
+
+def quantize_q5_k(b: np.ndarray, out: np.ndarray) -> None:
+    """(n, 256) float32 -> (n, 176) bytes of ``block_q5_K``, written into ``out``."""
+    n = b.shape[0]
+    d16, dmin16, sc, mn, q = _affine_blocks(b.reshape(n, 8, 32), 31, 63)
+    low = q & 0x0F
+    qs = (low[:, 0::2] | (low[:, 1::2] << 4)).reshape(n, 128)
+    out[:] = np.concatenate([fp16_bytes(d16), fp16_bytes(dmin16), _pack_scales_mins_6bit(sc, mn),
+                             _bit_planes(q, 4), qs], axis=1)
+
+
+def dequantize_q5_k(data: np.ndarray) -> np.ndarray:
+    """(n, 176) bytes -> (n, 256) float32, as ``gguf.quants.Q5_K`` decodes them."""
+    n = data.shape[0]
+    d, dmin = fp16_from_bytes(data[:, :2]), fp16_from_bytes(data[:, 2:4])
+    sc, mn = _unpack_scales_mins_6bit(data[:, 4:16])
+    qh, qs = data[:, 16:48], data[:, 48:]
+    low = ((qs.reshape(n, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)) & 0x0F).reshape(n, 8, 32)
+    high = (qh.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1
+    q = (low | (high << 4)).astype(np.float32)
+    return ((d * sc.astype(np.float32))[..., None] * q - (dmin * mn.astype(np.float32))[..., None]).reshape(n, QK_K)
 
 
 def dequantize_q4_k(data: np.ndarray) -> np.ndarray:
     """(n, 144) bytes -> (n, 256) float32, as ``gguf.quants.Q4_K`` decodes them."""
     n = data.shape[0]
     d, dmin = fp16_from_bytes(data[:, :2]), fp16_from_bytes(data[:, 2:4])
-    s = data[:, 4:16]
-    sc = np.concatenate([s[:, :4] & 0x3F, (s[:, 8:] & 0x0F) | ((s[:, :4] >> 2) & 0x30)], axis=1)
-    mn = np.concatenate([s[:, 4:8] & 0x3F, (s[:, 8:] >> 4) | ((s[:, 4:8] >> 2) & 0x30)], axis=1)
+    sc, mn = _unpack_scales_mins_6bit(data[:, 4:16])
     qs = data[:, 16:].reshape(n, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)
     q = (qs & 0x0F).reshape(n, 8, 32).astype(np.float32)
     scale = (d * sc.astype(np.float32))[..., None]
