@@ -153,17 +153,23 @@ def dequantize_q2_k(data: np.ndarray) -> np.ndarray:
             - (dmin * (scales >> 4).astype(np.float32))[..., None]).reshape(n, QK_K)
 
 
+def _symmetric_blocks(x: np.ndarray, nmax: int, smax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sub-blocks ``x`` (n, 16, 16) fitted as d·sc·q: codes q in [−nmax, nmax−1] stored as q + nmax,
+    signed sub-block scales sc in [−smax, smax−1] under an fp16 super-block scale; returns (d16, sc, q)."""
+    scale = _fit_symmetric(x, nmax)
+    big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
+    iscale = _safe_div(np.float32(-smax), big)
+    sc = np.clip(_nearest(iscale[:, None] * scale), -smax, smax - 1).astype(np.int8)
+    d16 = _safe_div(np.float32(1), iscale).astype(np.float16).astype(np.float32)
+    eff = (d16[:, None] * sc.astype(np.float32))[..., None]
+    return d16, sc, (np.clip(_nearest(_safe_div(x, eff)), -nmax, nmax - 1) + nmax).astype(np.uint8)
+
+
 def quantize_q3_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 110) bytes of ``block_q3_K``, written into ``out``."""
     n = b.shape[0]
-    x = b.reshape(n, 16, 16)
-    scale = _fit_symmetric(x, 4)
-    big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
-    iscale = _safe_div(np.float32(-32), big)
-    sc = np.clip(_nearest(iscale[:, None] * scale), -32, 31).astype(np.int8)
-    d16 = _safe_div(np.float32(1), iscale).astype(np.float16).astype(np.float32)
-    eff = (d16[:, None] * sc.astype(np.float32))[..., None]
-    q = (np.clip(_nearest(_safe_div(x, eff)), -4, 3) + 4).astype(np.uint8).reshape(n, 8, 32)  # L = q + 4
+    d16, sc, q = _symmetric_blocks(b.reshape(n, 16, 16), 4, 32)
+    q = q.reshape(n, 8, 32)  # L = q + 4 in [0, 7]
     stored = (sc.astype(np.int16) + 32).astype(np.uint8)  # (n, 16): 6 bits each
     low = (stored[:, :8] & 0x0F) | ((stored[:, 8:] & 0x0F) << 4)
     high = np.bitwise_or.reduce(((stored >> 4) & 3).reshape(n, 4, 4) << (2 * np.arange(4, dtype=np.uint8)
@@ -228,14 +234,8 @@ def dequantize_q4_k(data: np.ndarray) -> np.ndarray:
 def quantize_q6_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 210) bytes of ``block_q6_K``, written into ``out``."""
     n = b.shape[0]
-    x = b.reshape(n, 16, 16)
-    scale = _fit_symmetric(x, 32)
-    big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
-    iscale = _safe_div(np.float32(-128), big)
-    sc = np.clip(_nearest(iscale[:, None] * scale), -128, 127).astype(np.int8)
-    d16 = _safe_div(np.float32(1), iscale).astype(np.float16).astype(np.float32)
-    eff = (d16[:, None] * sc.astype(np.float32))[..., None]
-    q = (np.clip(_nearest(_safe_div(x, eff)), -32, 31) + 32).astype(np.uint8).reshape(n, 2, 2, 64)
+    d16, sc, q = _symmetric_blocks(b.reshape(n, 16, 16), 32, 128)
+    q = q.reshape(n, 2, 2, 64)
     ql = ((q[:, :, 0] & 0x0F) | ((q[:, :, 1] & 0x0F) << 4)).reshape(n, 128)
     hi = ((q.reshape(n, 2, 4, 32) >> 4) & 0x03) << np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
     qh = np.bitwise_or.reduce(hi, axis=2).reshape(n, 64)
