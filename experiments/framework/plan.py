@@ -113,10 +113,18 @@ class Composer:
 
 class PlannedLoader:
     """A config loader that returns the configs a plan composed, by override list; any other
-    request goes to the real loader. Launchers pickle it with the jobs, configs included."""
+    request goes to the real loader. A launcher that ships jobs to other processes (joblib,
+    submitit) pickles it without the plan: a worker composes its own point, Hydra's way, rather
+    than receive every point's config with every job."""
 
     def __init__(self, real: Any, planned: dict[tuple[str, ...], DictConfig]) -> None:
         self.real, self.planned = real, planned
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"real": self.real, "planned": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         cfg = self.planned.get(tuple(sweep_overrides))
