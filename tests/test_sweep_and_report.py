@@ -133,7 +133,7 @@ def test_sweep_preset_and_command_line_precedence(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["infer_core", "infer_core.decode", "infer_core.timing", "infer_core.quant",
-                                    "infer_core.machine", "infer_core.matmul"])
+                                    "infer_core.machine", "infer_core.matmul", "infer_core.model"])
 def test_infer_core_stays_plain_numpy(module):
     code = (f"import sys, {module}; bad = {{'hydra', 'omegaconf', 'pandas', 'matplotlib', 'seaborn'}} "
             "& {m.split('.')[0] for m in sys.modules}; print(sorted(bad)); sys.exit(bool(bad))")
