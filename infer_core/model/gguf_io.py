@@ -70,7 +70,8 @@ def write_gguf(path: str | Path, shape: ModelShape, weights: str = "f32", seed: 
         w.add_eos_token_id(2)
         for name, tensor in init_weights(shape, seed).items():
             data, kind = _stored(name, tensor, weights)
-            w.add_tensor(name, data, raw_dtype=kind if kind not in (0, 1) else None)
+            plain = kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16)  # gguf reads these from the dtype
+            w.add_tensor(name, data, raw_dtype=None if plain else kind)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
