@@ -1,5 +1,5 @@
 # make demo: fresh venv, install, run the demo sweep, write its report.
-# make test: fresh venv, install with test extras, lint, run the tests.
+# make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,engine]'
 	touch $(STAMP)
 
 demo: $(STAMP)
