@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from llama_cpp import Llama
 
-from infer_core.model import PRESETS, load_gguf, write_gguf
+from infer_core.model import PRESETS, ModelShape, load_gguf, write_gguf
 
 F32_CACHE = 0  # GGML type id of float32, for llama.cpp's K and V cache
 
@@ -39,3 +39,38 @@ def test_llamacpp_agrees_on_the_next_token_with_q8_0_weights(tmp_path):
     ours, theirs = both(write_gguf(tmp_path / "q8.gguf", shape, "q8_0", seed=0), tokens)
     assert (ours.argmax(axis=1) == theirs.argmax(axis=1)).mean() >= 0.95
     assert 0 < np.abs(ours - theirs).max() < 0.05 * np.abs(ours).max()
+
+
+def llamacpp_quantize(src, dst, ftype: int) -> None:
+    """Quantize ``src`` into ``dst`` with llama.cpp's own quantizer (``llama_model_quantize``)."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = ftype, 2
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
+
+
+def tensor_types(path) -> dict[str, str]:
+    from gguf import GGUFReader
+
+    return {t.name: t.tensor_type.name.lower() for t in GGUFReader(path).tensors}
+
+
+#: 12 layers of width 256, so K-quant rows fit and use_more_bits picks layers 0, 3, 6, 9, 10, 11; the tied
+#: qwen2 shape's 128-wide rows exercise llama.cpp's fallbacks (Q4_K to Q5_0, Q6_K to Q8_0) instead.
+MIX_SHAPES = {"llama, 12 layers": ModelShape("llama", 256, 12, 4, 2, 512, 512, context=512),
+              "qwen2, tied, 128 wide": PRESETS["tiny-qwen2"]}
+
+
+@pytest.mark.parametrize("mix,ftype", [("q4_k_m", 15), ("q5_k_m", 17)])  # LLAMA_FTYPE_MOSTLY_Q4_K_M, Q5_K_M
+@pytest.mark.parametrize("label", list(MIX_SHAPES))
+def test_our_mixes_choose_the_tensor_types_llamacpps_quantizer_chooses(tmp_path, mix, ftype, label):
+    shape = MIX_SHAPES[label]
+    src = write_gguf(tmp_path / "f32.gguf", shape, "f32", seed=0)
+    llamacpp_quantize(src, tmp_path / "theirs.gguf", ftype)
+    ours = write_gguf(tmp_path / "ours.gguf", shape, mix, seed=0)
+    theirs = tensor_types(tmp_path / "theirs.gguf")
+    assert tensor_types(ours) == theirs
+    assert sum(t == "q6_k" for t in theirs.values()) > 0  # the mix really mixes
