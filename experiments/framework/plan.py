@@ -66,11 +66,14 @@ class Composer:
         self.loader, self.master = loader, master
         self.parser = OverridesParser.create(config_loader=loader)
         self.trees: dict[tuple[str, ...], bytes | Exception] = {}  # pickled: loading is faster than deepcopy
+        self.groups: dict[str, bool] = {}  # key -> whether it names a config group (asked of the repository once)
         self.compositions = 0  # full compositions of the config tree (one per choice of groups)
 
     def _structural(self, o: Override) -> bool:
         group = o.key_or_group
-        return o.package is not None or group.startswith("hydra/") or self.loader.repository.group_exists(group)
+        if group not in self.groups:
+            self.groups[group] = group.startswith("hydra/") or self.loader.repository.group_exists(group)
+        return o.package is not None or self.groups[group]
 
     def _tree(self, groups: tuple[str, ...]) -> DictConfig:
         if groups not in self.trees:
@@ -87,8 +90,9 @@ class Composer:
     def compose(self, overrides: list[str]) -> DictConfig:
         """The point's config; raises what Hydra would raise composing it."""
         parsed = self.parser.parse_overrides(overrides)
-        cfg = self._tree(tuple(o.input_line for o in parsed if self._structural(o)))
-        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not self._structural(o)], cfg)
+        structural = [self._structural(o) for o in parsed]
+        cfg = self._tree(tuple(o.input_line for o, s in zip(parsed, structural, strict=True) if s))
+        ConfigLoaderImpl._apply_overrides_to_config([o for o, s in zip(parsed, structural, strict=True) if not s], cfg)
         task = [o for o in parsed if not o.is_hydra_override()]
         dirname = cfg.hydra.job.config.override_dirname
         with open_dict(cfg.hydra):

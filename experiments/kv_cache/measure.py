@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from experiments.framework.bench import BenchConfig, check_fits, one_line, run_variant, timing_columns
+from experiments.framework.bench import TIMING_COLUMNS, BenchConfig, check_fits, one_line, run_variant
 from experiments.framework.spec import Column, VariantResult
 from experiments.kv_cache.schema import KEY, KVConfig
 from infer_core.attention import QUERY_CHUNK, init_decoder
@@ -26,9 +26,7 @@ from infer_core.memory import peak_rss_bytes, reset_peak_rss
 from infer_core.timing import paired_ratios, ratio_stats
 
 COLUMNS = (
-    *timing_columns("time_median_s", "time_iqr_s", "time_min_s", "time_q1_s", "time_q3_s", "time_max_s",
-                    "time_mean_s", "time_std_s", "time_cv", "cpu_time_median_s", "n_samples", "inner_loops",
-                    "warmup", "unstable"),
+    *TIMING_COLUMNS,  # every statistic of a timing
     Column("tokens_per_s", "1/s", "generated tokens (batch × seq_len) per second of median time"),
     Column("time_per_token_s", "s", "median time / seq_len"),
     Column("speedup_vs_recompute", "", "median over interleaved rounds of recompute's time / this strategy's"),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from experiments.framework.bench import BenchConfig
 from experiments.framework.knobs import config_columns
-from experiments.framework.spec import Experiment
+from experiments.framework.spec import Experiment, Report
 from experiments.framework.store import IDENTITY, OUTCOME, RESULTS
 from experiments.reporting import roofline
 from experiments.reporting.load import ReportError, find_results, load
@@ -61,9 +61,8 @@ def environment_section(df: pd.DataFrame, environment: list[str]) -> str:
     return "\n".join(lines)
 
 
-def experiment_section(exp: Experiment, df: pd.DataFrame, out: Path) -> str:
-    """Table of the varying knobs, failed and skipped points, then the experiment's own part."""
-    part = exp.report()
+def experiment_section(exp: Experiment, part: Report, df: pd.DataFrame, out: Path) -> str:
+    """Table of the varying knobs, failed and skipped points, then the experiment's own ``part``."""
     keep = {*IDENTITY, *OUTCOME, "source"}
     df = df[[c for c in df.columns if c in keep or df[c].notna().any()]]  # drop other experiments' columns
     config = knob_columns(exp, df)
@@ -120,10 +119,11 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
             parts += [f"## Experiment `{name}`", "", f"{len(rows)} row(s) of an experiment this version does not "
                       "know: left out.", ""]
             continue
-        parts.append(experiment_section(exp, rows, out))
+        part = exp.report()
+        parts.append(experiment_section(exp, part, rows, out))
         try:
-            if exp.report().point_labels is not None:
-                labels.update(exp.report().point_labels(rows))
+            if part.point_labels is not None:
+                labels.update(part.point_labels(rows))
         except Exception:  # labels are a nicety: the roofline is drawn without them
             log.exception("the %s roofline labels failed", exp.name)
     try:
