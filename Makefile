@@ -1,11 +1,12 @@
 # make demo: fresh venv, install, run the demo sweep, write its report.
 # make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests.
+# make engine: the engine sweep (llama.cpp on the TinyLlama-1.1B shape in eight weight types) and its report.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test engine lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ demo: $(STAMP)
 	$(PY) experiments/run.py sweep=demo_kv hydra.sweep.dir=$$dir/kv_cache || status=1; \
 	$(PY) experiments/run.py sweep=demo_quant hydra.sweep.dir=$$dir/quantization || status=1; \
 	$(PY) experiments/run.py sweep=demo_matmul hydra.sweep.dir=$$dir/matmul || status=1; \
+	$(PY) experiments/report.py $$dir || exit 1; exit $$status
+
+engine: $(STAMP)
+	dir=outputs/sweeps/engine-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
+	$(PY) experiments/run.py sweep=engine_formats hydra.sweep.dir=$$dir/engine_formats || status=1; \
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 test: $(STAMP)

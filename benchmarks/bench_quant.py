@@ -8,6 +8,10 @@
    measured here on one thread, as the quantizer runs: target >= 35%. Both count the memory
    traffic the operation must make (copy: read + write; quantize: read the float32 weights +
    write the int8 codes and scales).
+3. Every K-quant on a TinyLlama-sized layer (``--kq-rows`` x 2048 float32, N(0, 1/2048) weights):
+   our quantizer's throughput on all usable threads, target >= 0.3 GB/s of float32 input, with an
+   SQNR at or above llama.cpp's own C quantizer (``ggml_quantize_chunk``, no importance matrix) on
+   the same tensor; the speed against that quantizer (one thread each, interleaved) is reported.
 
 Each comparison is timed interleaved (``measure_interleaved``: one sample of each side per
 round, warm-up and calibration first, GC off), and its figure is the median of the per-round
@@ -37,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="rows = cols of the matrix")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per comparison")
+    parser.add_argument("--kq-rows", type=int, default=5632, help="rows of the K-quant tensor (5632: TinyLlama's FFN)")
     args = parser.parse_args()
     n = args.size
     w = np.random.default_rng(0).normal(0, 0.02, (n, n)).astype(np.float32)
@@ -57,7 +62,29 @@ def main() -> int:
     table.add(Figure("int8 per-channel quantize: share of 1-thread copy bandwidth", 100 * c.share, "%", (">=", 35),
                      note=f"{c.median_s * 1e3:.1f} ms: reads {w.nbytes / 2**20:.0f} MiB, writes "
                           f"{q.nbytes / 2**20:.1f} MiB -> {c.gbps:.2f} GB/s; copy {c.copy_gbps:.1f} GB/s"))
+    k_quants(table, args)
     return table.finish()
+
+
+def k_quants(table: Table, args: argparse.Namespace) -> None:
+    from experiments.engine.llamacpp import ggml_library, ggml_quantize
+    from infer_core.environment import usable_cpus
+    from infer_core.quant import dequantize_gguf, error_metrics
+
+    lib, threads = ggml_library(), usable_cpus()
+    w = (np.random.default_rng(1).standard_normal((args.kq_rows, 2048)) / np.sqrt(2048)).astype(np.float32)
+    for fmt in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k"):
+        sqnr = {name: error_metrics(w, dequantize_gguf(q, fmt))["sqnr_db"]
+                for name, q in (("ours", quantize_gguf(w, fmt)), ("llama.cpp", ggml_quantize(w, fmt, lib)))}
+        t = measure_interleaved({"ours": lambda fmt=fmt: quantize_gguf(w, fmt, threads),
+                                 "ours 1 thread": lambda fmt=fmt: quantize_gguf(w, fmt),
+                                 "llama.cpp": lambda fmt=fmt: ggml_quantize(w, fmt, lib)}, repeats=args.repeats)
+        vs = np.median(paired_ratios(t["llama.cpp"], t["ours 1 thread"]))
+        theirs = w.nbytes / t["llama.cpp"].median / 1e9
+        table.add(Figure(f"{fmt}: ours on {threads} thread(s), GB/s of float32 input", w.nbytes / t["ours"].per_call_s
+                         / 1e9, "GB/s", (">=", 0.3), holds=sqnr["ours"] >= sqnr["llama.cpp"],
+                         note=f"SQNR ours {sqnr['ours']:.3f} dB, llama.cpp {sqnr['llama.cpp']:.3f} dB; one thread "
+                              f"each, ours {vs:.2f}x llama.cpp's speed ({theirs:.3f} GB/s)"))
 
 
 if __name__ == "__main__":

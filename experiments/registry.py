@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from experiments import kv_cache, machine, matmul, quantization
+from experiments import engine, kv_cache, machine, matmul, quantization
 from experiments.framework.spec import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
-    e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT, matmul.EXPERIMENT, machine.EXPERIMENT)
+    e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT, matmul.EXPERIMENT, machine.EXPERIMENT,
+                        engine.EXPERIMENT)
 }

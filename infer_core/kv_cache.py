@@ -65,6 +65,12 @@ class PreallocCache:
         self.length = [0] * self.kv.shape[0]
         self.bytes_written = 0
 
+    def truncate(self, length: int) -> None:
+        """Forget every token after the first ``length`` (in every layer)."""
+        if not 0 <= length <= min(self.length):
+            raise ValueError(f"truncate({length}): the cache holds {min(self.length)} tokens")
+        self.length = [length] * len(self.length)
+
     def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
         start = self.length[layer]
         end = start + kv.shape[-1]

@@ -3,13 +3,17 @@ and read back (ours and one built with gguf's own writer), peaked distributions,
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from gguf import GGUFWriter
 
 from infer_core.model import PRESETS, Model, init_weights, load_gguf, shape_of, tensor_shapes, write_gguf
+from infer_core.model.fidelity import Agreement, Divergence, entropy
 from infer_core.model.forward import rope
-from infer_core.model.gguf_io import vocabulary
+from infer_core.model.gguf_io import file_plan, read_gguf, vocabulary
+from infer_core.model.store import cached_gguf
 from infer_core.quant import GGUF_FORMATS, dequantize_gguf, quantize_gguf
 
 
@@ -23,10 +27,14 @@ def test_a_full_pass_equals_decoding_token_by_token(name):
     model = reference(name)
     tokens = np.random.default_rng(1).integers(0, model.shape.n_vocab, 40)
     full = model.logits(tokens)
-    model.cache = []
+    model.reset()
     steps = np.concatenate([model.decode(tokens[:9]), *(model.decode(tokens[i : i + 1]) for i in range(9, 40))])
-    assert full.shape == (40, model.shape.n_vocab)
+    assert full.shape == (40, model.shape.n_vocab) and model.n_cached == 40
     np.testing.assert_allclose(steps, full, rtol=0, atol=1e-12 * np.abs(full).max())
+    model.rewind(20)  # as after the first 20 tokens: the rest decodes to the same logits
+    np.testing.assert_allclose(model.decode(tokens[20:]), full[20:], rtol=0, atol=1e-12 * np.abs(full).max())
+    with pytest.raises(ValueError, match="holds 40 tokens"):
+        model.rewind(41)
 
 
 @pytest.mark.parametrize("neox", [False, True])
@@ -119,8 +127,12 @@ def test_bad_input_is_one_clear_line(tmp_path):
     w.close()
     with pytest.raises(ValueError, match="holds architecture 'gpt2'; this reference runs llama, qwen2"):
         load_gguf(other)
-    with pytest.raises(ValueError, match="exceed the context of 512"):
-        load_gguf(good).logits(np.zeros(513, int))
+    with pytest.raises(ValueError, match="exceed the context of 2048"):
+        load_gguf(good).logits(np.zeros(2049, int))
+    tail_cut = tmp_path / "tail.gguf"  # the header reads; the last tensor's data is missing
+    tail_cut.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=f"{tail_cut} is (truncated|not a readable GGUF file)"):
+        read_gguf(tail_cut)
 
 
 def test_tensor_names_and_counts_follow_the_published_shapes():
@@ -129,3 +141,40 @@ def test_tensor_names_and_counts_follow_the_published_shapes():
     assert len(names) == 3 + 9 * 22 and names["blk.0.attn_k.weight"] == (256, 2048)
     assert s.n_params == 1_100_048_384  # TinyLlama-1.1B's parameter count
     assert "output.weight" not in tensor_shapes(shape_of("qwen2.5-0.5b"))  # tied embeddings
+
+
+def test_kl_divergence_statistics_by_hand():
+    base = np.log(np.array([[0.5, 0.5], [0.9, 0.1], [0.25, 0.75]]))
+    other = np.log(np.array([[0.9, 0.1], [0.9, 0.1], [0.75, 0.25]]))
+    kld = [0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1), 0.0, 0.25 * np.log(1 / 3) + 0.75 * np.log(3)]
+    d = Divergence.of(base + 3.0, other - 1.0)  # logits: shifts do not change a distribution
+    assert d.mean_kld == pytest.approx(np.mean(kld), rel=1e-12) and d.max_kld == pytest.approx(max(kld), rel=1e-12)
+    assert d.median_kld == pytest.approx(np.median(kld), rel=1e-12)
+    assert d.p99_kld == pytest.approx(np.percentile(kld, 99), rel=1e-12)
+    assert d.same_top == pytest.approx(2 / 3)  # row 0: a tie in base goes to index 0, as does 0.9 in other
+    np.testing.assert_allclose(entropy(np.log(np.full((1, 8), 1 / 8))), [np.log(8)], rtol=1e-12)
+    a = Agreement.of(np.array([[1.0, 4.0], [2.0, 0.0]]), np.array([[1.5, 4.0], [-1.0, 0.0]]))
+    assert (a.max_abs_diff, a.max_rel_diff, a.top1_agreement) == (3.0, 0.75, 0.5)
+
+
+def test_cached_models_are_written_once_and_keyed_by_everything_that_shapes_them(tmp_path):
+    shape = PRESETS["tiny"]
+    seen = []
+    path, reused = cached_gguf(tmp_path, "tiny", shape, "q8_0", 0, progress=lambda *args: seen.append(args))
+    assert not reused and path.name.startswith("tiny-q8_0-seed0-")
+    total = sum(t.nbytes for t in file_plan(shape, "q8_0"))
+    assert len(seen) == len(tensor_shapes(shape)) and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert cached_gguf(tmp_path, "tiny", shape, "q8_0", 0) == (path, True)
+    wider = dataclasses.replace(shape, d_ffn=512)
+    others = {cached_gguf(tmp_path, "tiny", wider, "q8_0", 0)[0], cached_gguf(tmp_path, "tiny", shape, "q8_0", 1)[0],
+              cached_gguf(tmp_path, "tiny", shape, "q4_0", 0)[0]}
+    assert len(others) == 3 and path not in others
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [path, *others])  # no leftovers
+
+
+def test_weights_do_not_depend_on_the_thread_count():
+    shape = PRESETS["tiny-qwen2"]
+    one, two = init_weights(shape, 3), init_weights(shape, 3, threads=2)
+    assert all(np.array_equal(one[k], two[k]) for k in one) and one.keys() == two.keys()
+    assert not np.array_equal(one["blk.0.attn_q.weight"], init_weights(shape, 4)["blk.0.attn_q.weight"])

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from experiments.framework import store
 from experiments.framework.bench import one_line
-from experiments.framework.spec import ConfigError, Experiment, VariantResult
+from experiments.framework.spec import ConfigError, Experiment, VariantResult, resolve_paths
 from experiments.framework.validate import Point, config_hash, raw_config, validate
 from infer_core import environment
 
@@ -104,12 +104,14 @@ class PointApp:
         store.clear_manifest(job.output_dir)  # from here until the new manifest, the point is not complete
         try:
             point = point or validate(cfg, self.experiments)
-            bench = point.bench
-            if job.cwd is not None and not Path(bench.machine_file).is_absolute():  # not the job's folder
-                bench = dataclasses.replace(bench, machine_file=str(job.cwd / bench.machine_file))
+            bench, knobs = point.bench, point.knobs
+            if job.cwd is not None:  # relative project paths: from where the command started, not the job's folder
+                knobs = resolve_paths(knobs, job.cwd)
+                if not Path(bench.machine_file).is_absolute():
+                    bench = dataclasses.replace(bench, machine_file=str(job.cwd / bench.machine_file))
             with threadpool_limits(limits=blas_threads(bench.threads, job.concurrency), user_api="blas"):
                 env = environment.capture(self.repo, job.concurrency)
-                results = point.experiment.run(point.knobs, bench, point.seed)
+                results = point.experiment.run(knobs, bench, point.seed)
         except Exception as exc:
             if not isinstance(exc, ConfigError):
                 log.error("job %d failed:\n%s", job.job_num, traceback.format_exc())

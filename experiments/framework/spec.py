@@ -34,11 +34,22 @@ def require_positive(prefix: str, obj: object, *names: str, minimum: int = 1) ->
         require(value >= minimum, f"{prefix}.{name}={value} must be >= {minimum}")
 
 
-def knob(default: Any, meaning: str) -> Any:
-    """A schema field: its one default and what it means (shown by ``--help``, the README and docs)."""
+def knob(default: Any, meaning: str, path: bool = False) -> Any:
+    """A schema field: its one default and what it means (shown by ``--help``, the README and docs).
+    A ``path`` knob, when relative, is taken from the folder the command was started in."""
+    meta = {"help": meaning, "path": path}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": meaning})
-    return field(default=default, metadata={"help": meaning})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def resolve_paths(knobs: Knobs, base: Path) -> Knobs:
+    """``knobs`` with every relative ``path`` knob made relative to ``base``."""
+    from pathlib import Path
+
+    moved = {f.name: str(base / value) for f in dataclasses.fields(knobs) if f.metadata.get("path")
+             and isinstance(value := getattr(knobs, f.name), str) and not Path(value).is_absolute()}
+    return dataclasses.replace(knobs, **moved) if moved else knobs
 
 
 class DType(Enum):

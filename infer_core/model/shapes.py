@@ -59,9 +59,8 @@ class ModelShape:
 
 #: From the models' published configs (hidden size, layers, heads, KV heads, FFN width, vocabulary).
 PRESETS: dict[str, ModelShape] = {
-    "tiny": ModelShape("llama", 128, 2, 4, 2, 256, 512, context=512),
-    "tiny-qwen2": ModelShape("qwen2", 128, 2, 4, 2, 256, 512, tied_embeddings=True, rope_theta=1e6, norm_eps=1e-6,
-                             context=512),
+    "tiny": ModelShape("llama", 128, 2, 4, 2, 256, 512),
+    "tiny-qwen2": ModelShape("qwen2", 128, 2, 4, 2, 256, 512, tied_embeddings=True, rope_theta=1e6, norm_eps=1e-6),
     "tinyllama-1.1b": ModelShape("llama", 2048, 22, 32, 4, 5632, 32000),
     "qwen2.5-0.5b": ModelShape("qwen2", 896, 24, 14, 2, 4864, 151936, tied_embeddings=True, rope_theta=1e6,
                                norm_eps=1e-6, context=32768),

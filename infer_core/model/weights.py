@@ -7,6 +7,9 @@ nearly flat would make every quantization format look lossless.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from infer_core.model.shapes import ModelShape
@@ -33,20 +36,56 @@ def tensor_shapes(shape: ModelShape) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def init_weights(shape: ModelShape, seed: int) -> dict[str, np.ndarray]:
-    """float32 weights drawn from ``numpy.random.default_rng(seed)``, tensor by tensor in file order."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, dims in tensor_shapes(shape).items():
+#: Rows drawn from one generator: tensors are filled block by block, each block from its own
+#: generator seeded by (seed, tensor, block), so the values do not depend on the thread count.
+ROWS_PER_STREAM = 256
+
+
+def _standard_normal(dims: tuple[int, ...], seed: int, index: int, threads: int) -> np.ndarray:
+    """float32 N(0, 1) values of shape ``dims`` for tensor number ``index`` of the model from ``seed``."""
+    out = np.empty(dims, dtype=np.float32)
+    rows = out.reshape(-1, dims[-1]) if len(dims) > 1 else out.reshape(1, -1)
+
+    def fill(start: int) -> None:
+        block = rows[start : start + ROWS_PER_STREAM]
+        np.random.default_rng([seed, index, start]).standard_normal(block.shape, dtype=np.float32, out=block)
+
+    starts = range(0, len(rows), ROWS_PER_STREAM)
+    if threads > 1 and len(starts) > 1:  # a Generator releases the GIL while it fills an array
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, starts))
+    else:
+        for start in starts:
+            fill(start)
+    return out
+
+
+def iter_weights(shape: ModelShape, seed: int, threads: int = 1) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, float32 array) in file order, one tensor at a time (so a writer never holds more than
+    one), drawn on ``threads`` threads; the values depend only on the shape and ``seed``.
+
+    Norm gains are 1 + 0.1·N(0, 1), biases 0.1·N(0, 1), the embedding N(0, 1); a matrix reading
+    ``n`` inputs has std 1/sqrt(n), and those that write into the residual stream (``attn_output``,
+    ``ffn_down``) a further 1/sqrt(2·n_layers), as GPT-2 initializes them: the residual stream then
+    stays of the embedding's size and the network is not chaotic, so a small change of the weights
+    makes a small change of the logits, as in a trained model.
+    """
+    residual = 1 / np.sqrt(2 * shape.n_layers)
+    for index, (name, dims) in enumerate(tensor_shapes(shape).items()):
+        w = _standard_normal(dims, seed, index, threads)
         if name.endswith("norm.weight"):
-            w = 1.0 + 0.1 * rng.standard_normal(dims)
+            w = np.float32(1) + np.float32(0.1) * w
         elif name.endswith(".bias"):
-            w = 0.1 * rng.standard_normal(dims)
-        elif name in ("output.weight", "token_embd.weight") and (name == "output.weight" or shape.tied_embeddings):
-            w = rng.standard_normal(dims) * (LOGIT_STD / np.sqrt(dims[1]))  # the logits' projection
-        elif name == "token_embd.weight":
-            w = rng.standard_normal(dims)
-        else:
-            w = rng.standard_normal(dims) / np.sqrt(dims[1])
-        weights[name] = w.astype(np.float32)
-    return weights
+            w *= np.float32(0.1)
+        elif name == "output.weight" or (name == "token_embd.weight" and shape.tied_embeddings):
+            w *= np.float32(LOGIT_STD / np.sqrt(dims[1]))  # the logits' projection
+        elif name.endswith((".attn_output.weight", ".ffn_down.weight")):
+            w *= np.float32(residual / np.sqrt(dims[1]))
+        elif name != "token_embd.weight":
+            w *= np.float32(1 / np.sqrt(dims[1]))
+        yield name, w
+
+
+def init_weights(shape: ModelShape, seed: int, threads: int = 1) -> dict[str, np.ndarray]:
+    """Every tensor of :func:`iter_weights`, by name."""
+    return dict(iter_weights(shape, seed, threads))

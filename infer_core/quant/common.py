@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -26,11 +27,19 @@ def as_rows(x: np.ndarray, multiple: int, name: str, check: bool = True) -> np.n
 BLOCK_CHUNK_ELEMENTS = 1 << 17
 
 
-def for_block_chunks(n_blocks: int, block: int, work: Callable[[slice], None]) -> None:
-    """Call ``work`` on consecutive slices of blocks holding about ``BLOCK_CHUNK_ELEMENTS`` values."""
+def for_block_chunks(n_blocks: int, block: int, work: Callable[[slice], None], threads: int = 1) -> None:
+    """Call ``work`` on consecutive slices of blocks holding about ``BLOCK_CHUNK_ELEMENTS`` values,
+    on ``threads`` threads (NumPy releases the GIL inside its array operations; the slices must
+    write disjoint outputs). The first exception raised by a slice is raised here."""
     step = max(1, BLOCK_CHUNK_ELEMENTS // block)
-    for start in range(0, n_blocks, step):
-        work(slice(start, min(n_blocks, start + step)))
+    slices = [slice(start, min(n_blocks, start + step)) for start in range(0, n_blocks, step)]
+    if threads <= 1 or len(slices) == 1:
+        for sl in slices:
+            work(sl)
+        return
+    with ThreadPoolExecutor(min(threads, len(slices))) as pool:
+        for _ in pool.map(work, slices):
+            pass
 
 
 def check_finite(x: np.ndarray) -> None:

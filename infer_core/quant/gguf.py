@@ -60,8 +60,9 @@ def gguf_format(fmt: str) -> GGUFFormat:
         raise ValueError(f"unknown GGUF format {fmt!r}: choose one of {', '.join(GGUF_FORMATS)}") from None
 
 
-def quantize_gguf(x: np.ndarray, fmt: str) -> np.ndarray:
-    """Quantize ``x`` along its last axis to GGUF format ``fmt``; returns the bytes (uint8)."""
+def quantize_gguf(x: np.ndarray, fmt: str, threads: int = 1) -> np.ndarray:
+    """Quantize ``x`` along its last axis to GGUF format ``fmt`` on ``threads`` threads; returns the
+    bytes (uint8), the same for any thread count."""
     f = gguf_format(fmt)
     x = as_rows(x, f.block, f"quantize_gguf({f.name})", check=False)
     blocks = x.reshape(-1, f.block)
@@ -75,12 +76,12 @@ def quantize_gguf(x: np.ndarray, fmt: str) -> np.ndarray:
             check_finite(x)  # names the first bad row
         f.quantize_blocks(blocks[sl], out[sl])
 
-    for_block_chunks(len(blocks), f.block, work)
+    for_block_chunks(len(blocks), f.block, work, threads)
     return out.reshape(*x.shape[:-1], x.shape[-1] // f.block * f.type_size)
 
 
-def dequantize_gguf(data: np.ndarray, fmt: str) -> np.ndarray:
-    """Decode GGUF bytes of format ``fmt`` (last axis) to float32 values."""
+def dequantize_gguf(data: np.ndarray, fmt: str, threads: int = 1) -> np.ndarray:
+    """Decode GGUF bytes of format ``fmt`` (last axis) to float32 values, on ``threads`` threads."""
     f = gguf_format(fmt)
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim == 0 or data.shape[-1] % f.type_size:
@@ -92,5 +93,5 @@ def dequantize_gguf(data: np.ndarray, fmt: str) -> np.ndarray:
     def work(sl: slice) -> None:
         out[sl] = f.dequantize_blocks(blocks[sl])
 
-    for_block_chunks(len(blocks), f.block, work)
+    for_block_chunks(len(blocks), f.block, work, threads)
     return out.reshape(*data.shape[:-1], data.shape[-1] // f.type_size * f.block)

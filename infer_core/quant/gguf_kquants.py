@@ -24,83 +24,142 @@ from infer_core.quant.common import fp16_bytes, fp16_from_bytes, round_half_away
 QK_K = 256
 
 
-def _nearest(v: np.ndarray) -> np.ndarray:
-    return round_half_away(np.array(v, dtype=np.float32))
+#: Padding of the transposed rows: a row stride of a power of two bytes makes the transposes 4x
+#: slower (every strided access lands in the same cache set).
+_PAD = 16
+#: Scales tried per sub-block and format: ``iscale = (nmax + delta) / span`` for ``GRID[fmt]`` deltas
+#: spread over [−1, 1] (affine) or [−0.9, 0.9] (symmetric), each refitted by least squares, then one
+#: refinement from the best. llama.cpp tries 21 (Q4_K, Q5_K, Q2_K's 16) or 19 (Q3_K, Q6_K). These
+#: are the fewest that keep the SQNR at or above llama.cpp's on N(0, 1) and Student-t(5) rows (Q4_K
+#: needs 7: with 6 it is within 0.01 dB; ``benchmarks/bench_quant.py`` prints both quantizers' SQNR).
+GRID = {"q2_k": 3, "q3_k": 3, "q4_k": 7, "q5_k": 5, "q6_k": 3}
 
 
-def _sum_last(a: np.ndarray) -> np.ndarray:
-    """Sum over the last axis, kept with length 1, as one matrix-vector product: over rows of 16
-    or 32 values BLAS is about 10x faster than NumPy's reduction."""
-    n = a.shape[-1]
-    rows = np.ascontiguousarray(a, dtype=np.float32).reshape(-1, n)
-    return (rows @ np.ones(n, dtype=np.float32)).reshape(*a.shape[:-1], 1)
+def _deltas(steps: int, reach: float) -> tuple[np.float32, ...]:
+    return tuple(np.float32(d) for d in np.linspace(-reach, reach, steps))
 
 
-def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.zeros(np.broadcast(a, b).shape, dtype=np.float32)
-    np.divide(a, b, out=out, where=b != 0)
+def _columns(b: np.ndarray, sub: int) -> np.ndarray:
+    """Blocks (n, 256) as sub-blocks in columns, (sub, n·256/sub) float32: per-sub-block sums become
+    row additions and per-sub-block scales broadcast along contiguous rows, both fast in NumPy."""
+    m = b.size // sub
+    out = np.empty((sub, m + _PAD), dtype=np.float32)[:, :m]
+    out[...] = b.reshape(m, sub).T
     return out
 
 
-def _fit_affine(x: np.ndarray, nmax: int, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of ``x`` (..., n): scale a >= 0 and min m >= 0 with x ~ a*L - m, L in [0, nmax].
+def _rows(qt: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Codes in columns (sub, n·k) back to (n, k, sub) uint8."""
+    return np.ascontiguousarray(qt.T).reshape(n, k, -1)
 
-    Tries ``iscale = (nmax + k/10 - 1) / (max - min)`` for k in 0..steps and refits (a, m) by
-    least squares on each candidate's codes, keeping the one with the smallest squared error.
+
+def _inverse(v: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(v, dtype=np.float32)
+    np.divide(np.float32(1), v, out=out, where=v != 0)
+    return out
+
+
+def _codes(xt: np.ndarray, iscale: np.ndarray, offset: np.ndarray | np.float32, lo: float, hi: float,
+           out: np.ndarray | None = None) -> np.ndarray:
+    """``clip(floor(xt·iscale + offset), lo, hi)`` per column, as float32 (offset holds the +0.5)."""
+    q = np.multiply(xt, iscale, out=out)
+    q += offset
+    np.floor(q, out=q)
+    return np.clip(q, np.float32(lo), np.float32(hi), out=q)
+
+
+def _fit_affine(xt: np.ndarray, nmax: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``xt`` (sub, m): scale a >= 0 and min m >= 0 with x ~ a·L − m, L in [0, nmax].
+
+    Tries ``steps`` scales (as llama.cpp's ``make_qkx2_quants`` tries its grid,
+    unweighted here), refits (a, m) by least squares on each candidate's codes (the offset may not
+    be positive: the stored min is subtracted), keeps the smallest squared error, computed from
+    the sums in closed form, and refines the best once.
     """
-    lo = np.minimum(x.min(axis=-1, keepdims=True), 0)
-    span = x.max(axis=-1, keepdims=True) - lo
-    best_a = _safe_div(span, np.float32(nmax))
-    best_m = -lo
+    n = np.float32(xt.shape[0])
+    lo = np.minimum(xt.min(axis=0), np.float32(0))
+    span = xt.max(axis=0) - lo
+    sx, sxx = xt.sum(axis=0), (xt * xt).sum(axis=0)
+    best_a, best_b = span / np.float32(nmax), lo.copy()
     best_err = np.full(lo.shape, np.inf, dtype=np.float32)
-    n = np.float32(x.shape[-1])
-    sx = _sum_last(x)
-    for k in range(steps + 1):
-        iscale = _safe_div(np.float32(nmax - 1 + 0.1 * k), span)
-        codes = np.clip(_nearest((x - lo) * iscale), 0, nmax)
-        sl, sll = _sum_last(codes), _sum_last(codes * codes)
-        slx = _sum_last(codes * x)
-        det = n * sll - sl * sl
-        a = _safe_div(n * slx - sl * sx, det)
-        b = _safe_div(sx - a * sl, n)
-        clamp = b > 0  # the stored min is subtracted, so the offset may not be positive
-        a = np.where(clamp, _safe_div(slx, sll), a)
-        b = np.where(clamp, 0, b)
-        err = _sum_last((a * codes + b - x) ** 2)
+    inv_span = _inverse(span)
+
+    q, qx = np.empty_like(xt), np.empty_like(xt)
+    shifted = xt - lo  # >= 0: a grid candidate's codes need no rounding offset and no lower clip
+
+    def candidate(iscale: np.ndarray, b: np.ndarray | None = None) -> None:
+        if b is None:  # rint rounds ties to even: the codes of exact halves may differ from roundf's
+            np.clip(np.rint(np.multiply(shifted, iscale, out=q), out=q), np.float32(0), np.float32(nmax), out=q)
+        else:
+            _codes(xt, iscale, np.float32(0.5) - b * iscale, 0, nmax, out=q)
+        sl, slx = q.sum(axis=0), np.multiply(q, xt, out=qx).sum(axis=0)
+        sll = np.multiply(q, q, out=qx).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (n * slx - sl * sx) / (n * sll - sl * sl)
+            b = (sx - a * sl) / n
+            clamp = b > 0
+            np.copyto(a, slx / sll, where=clamp)
+            np.copyto(b, np.float32(0), where=clamp)
+            err = a * (a * sll + 2 * b * sl - 2 * slx) + b * (n * b - 2 * sx) + sxx
         better = (err < best_err) & (a > 0)
-        best_a, best_m, best_err = np.where(better, a, best_a), np.where(better, -b, best_m), np.where(
-            better, err, best_err)
-    return best_a[..., 0], best_m[..., 0]
+        for best, new in ((best_a, a), (best_b, b), (best_err, err)):
+            np.copyto(best, new, where=better)
+
+    for delta in _deltas(steps, 1.0):
+        candidate((np.float32(nmax) + delta) * inv_span)
+    candidate(_inverse(best_a), best_b)
+    return best_a, -best_b
 
 
-def _fit_symmetric(x: np.ndarray, nmax: int) -> np.ndarray:
-    """Per row: scale s with x ~ s*L, L in [-nmax, nmax-1], by a search around -nmax/max."""
-    mx, mn = x.max(axis=-1, keepdims=True), x.min(axis=-1, keepdims=True)
+def _fit_symmetric(xt: np.ndarray, nmax: int, steps: int) -> np.ndarray:
+    """Per column: scale s with x ~ s·L, L in [−nmax, nmax−1], by a search around −nmax/max
+    (llama.cpp's ``make_qx_quants``, unweighted) and one refinement from the best."""
+    mx, mn = xt.max(axis=0), xt.min(axis=0)
     peak = np.where(-mn > mx, mn, mx)
-    best_s = _safe_div(peak, np.float32(-nmax))
-    best_err = _sum_last((x - np.clip(_nearest(x * _safe_div(np.float32(1), best_s)), -nmax, nmax - 1) * best_s) ** 2)
-    for k in range(-9, 10):
-        iscale = _safe_div(np.float32(-(nmax + 0.1 * k)), peak)
-        codes = np.clip(_nearest(x * iscale), -nmax, nmax - 1)
-        s = _safe_div(_sum_last(codes * x), _sum_last(codes * codes))
-        err = _sum_last((x - s * codes) ** 2)
-        better = err < best_err
-        best_s, best_err = np.where(better, s, best_s), np.where(better, err, best_err)
-    return best_s[..., 0]
+    sxx = (xt * xt).sum(axis=0)
+    best_s = peak / np.float32(-nmax)
+    best_err = np.full(peak.shape, np.inf, dtype=np.float32)
+    inv_peak = _inverse(peak)
+
+    q, qx = np.empty_like(xt), np.empty_like(xt)
+
+    def candidate(iscale: np.ndarray) -> None:
+        np.clip(np.rint(np.multiply(xt, iscale, out=q), out=q), np.float32(-nmax), np.float32(nmax - 1), out=q)
+        slx = np.multiply(q, xt, out=qx).sum(axis=0)
+        sll = np.multiply(q, q, out=qx).sum(axis=0)
+        s = slx * _inverse(sll)
+        err = sxx - s * slx
+        better = (err < best_err) & (sll > 0)
+        np.copyto(best_s, s, where=better)
+        np.copyto(best_err, err, where=better)
+
+    candidate(np.float32(-nmax) * inv_peak)
+    for delta in _deltas(steps, 0.9):
+        candidate(-(np.float32(nmax) + delta) * inv_peak)
+    candidate(_inverse(best_s))
+    return best_s
 
 
-def _affine_blocks(x: np.ndarray, nmax: int, smax: int) -> tuple[np.ndarray, ...]:
-    """Sub-blocks ``x`` (n, m, k) fitted as d·sc·q − dmin·mn: codes q in [0, nmax], sub-block scales
-    sc and mins mn in [0, smax] under fp16 super-block scales; returns (d16, dmin16, sc, mn, q)."""
-    scale, mins = _fit_affine(x, nmax)
+def _affine_blocks(b: np.ndarray, sub: int, nmax: int, smax: int, steps: int) -> tuple[np.ndarray, ...]:
+    """Blocks ``b`` (n, 256) in sub-blocks of ``sub`` fitted as d·sc·q − dmin·mn: codes q in [0, nmax],
+    sub-block scales sc and mins mn in [0, smax] under fp16 super-block scales; returns
+    (d16, dmin16, sc, mn, q) with q (n, 256/sub, sub)."""
+    n, k = b.shape[0], QK_K // sub
+    xt = _columns(b, sub)
+    scale, mins = (v.reshape(n, k) for v in _fit_affine(xt, nmax, steps))
     d16 = (scale.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
     dmin16 = (mins.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
-    sc = np.clip(_nearest(_safe_div(scale, d16[:, None])), 0, smax).astype(np.uint8)
-    mn = np.clip(_nearest(_safe_div(mins, dmin16[:, None])), 0, smax).astype(np.uint8)
-    eff_d = (d16[:, None] * sc.astype(np.float32))[..., None]
-    eff_m = (dmin16[:, None] * mn.astype(np.float32))[..., None]
-    q = np.clip(_nearest(_safe_div(x + eff_m, eff_d)), 0, nmax).astype(np.uint8)
-    return d16, dmin16, sc, mn, q
+    sc = np.clip(_nearest(scale * _inverse(d16)[:, None]), 0, smax).astype(np.uint8)
+    mn = np.clip(_nearest(mins * _inverse(dmin16)[:, None]), 0, smax).astype(np.uint8)
+    eff_d = (d16[:, None] * sc).reshape(-1)
+    eff_m = (dmin16[:, None] * mn).reshape(-1)
+    iscale = _inverse(eff_d)
+    q = _codes(xt, iscale, np.float32(0.5) + eff_m * iscale, 0, nmax)
+    return d16, dmin16, sc, mn, _rows(q.astype(np.uint8), n, k)
+
+
+def _nearest(v: np.ndarray) -> np.ndarray:
+    return round_half_away(np.array(v, dtype=np.float32))
 
 
 def _pack_scales_mins_6bit(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
@@ -139,7 +198,7 @@ def _uncrumb(qs: np.ndarray) -> np.ndarray:
 def quantize_q2_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 84) bytes of ``block_q2_K``, written into ``out``."""
     n = b.shape[0]
-    d16, dmin16, sc, mn, q = _affine_blocks(b.reshape(n, 16, 16), 3, 15)
+    d16, dmin16, sc, mn, q = _affine_blocks(b, 16, 3, 15, GRID["q2_k"])
     out[:] = np.concatenate([sc | (mn << 4), _crumbs(q.reshape(n, QK_K)), fp16_bytes(d16), fp16_bytes(dmin16)],
                             axis=1)
 
@@ -153,22 +212,27 @@ def dequantize_q2_k(data: np.ndarray) -> np.ndarray:
             - (dmin * (scales >> 4).astype(np.float32))[..., None]).reshape(n, QK_K)
 
 
-def _symmetric_blocks(x: np.ndarray, nmax: int, smax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sub-blocks ``x`` (n, 16, 16) fitted as d·sc·q: codes q in [−nmax, nmax−1] stored as q + nmax,
-    signed sub-block scales sc in [−smax, smax−1] under an fp16 super-block scale; returns (d16, sc, q)."""
-    scale = _fit_symmetric(x, nmax)
+def _symmetric_blocks(b: np.ndarray, nmax: int, smax: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks ``b`` (n, 256) in sub-blocks of 16 fitted as d·sc·q: codes q in [−nmax, nmax−1] stored as
+    q + nmax, signed sub-block scales sc in [−smax, smax−1] under an fp16 super-block scale; returns
+    (d16, sc, q) with q (n, 16, 16)."""
+    n = b.shape[0]
+    xt = _columns(b, 16)
+    scale = _fit_symmetric(xt, nmax, steps).reshape(n, 16)
     big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
-    iscale = _safe_div(np.float32(-smax), big)
+    iscale = _inverse(big) * np.float32(-smax)
     sc = np.clip(_nearest(iscale[:, None] * scale), -smax, smax - 1).astype(np.int8)
-    d16 = _safe_div(np.float32(1), iscale).astype(np.float16).astype(np.float32)
-    eff = (d16[:, None] * sc.astype(np.float32))[..., None]
-    return d16, sc, (np.clip(_nearest(_safe_div(x, eff)), -nmax, nmax - 1) + nmax).astype(np.uint8)
+    d16 = _inverse(iscale).astype(np.float16).astype(np.float32)
+    inv = _inverse((d16[:, None] * sc).reshape(-1))
+    q = _codes(xt, inv, np.float32(0.5), -nmax, nmax - 1)
+    q += np.float32(nmax)
+    return d16, sc, _rows(q.astype(np.uint8), n, 16)
 
 
 def quantize_q3_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 110) bytes of ``block_q3_K``, written into ``out``."""
     n = b.shape[0]
-    d16, sc, q = _symmetric_blocks(b.reshape(n, 16, 16), 4, 32)
+    d16, sc, q = _symmetric_blocks(b, 4, 32, GRID["q3_k"])
     q = q.reshape(n, 8, 32)  # L = q + 4 in [0, 7]
     stored = (sc.astype(np.int16) + 32).astype(np.uint8)  # (n, 16): 6 bits each
     low = (stored[:, :8] & 0x0F) | ((stored[:, 8:] & 0x0F) << 4)
@@ -192,7 +256,7 @@ def dequantize_q3_k(data: np.ndarray) -> np.ndarray:
 def quantize_q4_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 144) bytes of ``block_q4_K``, written into ``out``."""
     n = b.shape[0]
-    d16, dmin16, sc, mn, q = _affine_blocks(b.reshape(n, 8, 32), 15, 63)
+    d16, dmin16, sc, mn, q = _affine_blocks(b, 32, 15, 63, GRID["q4_k"])
     qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(n, 128)  # chunk i: sub-block 2i low, 2i+1 high
     out[:] = np.concatenate([fp16_bytes(d16), fp16_bytes(dmin16), _pack_scales_mins_6bit(sc, mn), qs], axis=1)
 
@@ -200,7 +264,7 @@ def quantize_q4_k(b: np.ndarray, out: np.ndarray) -> None:
 def quantize_q5_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 176) bytes of ``block_q5_K``, written into ``out``."""
     n = b.shape[0]
-    d16, dmin16, sc, mn, q = _affine_blocks(b.reshape(n, 8, 32), 31, 63)
+    d16, dmin16, sc, mn, q = _affine_blocks(b, 32, 31, 63, GRID["q5_k"])
     low = q & 0x0F
     qs = (low[:, 0::2] | (low[:, 1::2] << 4)).reshape(n, 128)
     out[:] = np.concatenate([fp16_bytes(d16), fp16_bytes(dmin16), _pack_scales_mins_6bit(sc, mn),
@@ -234,7 +298,7 @@ def dequantize_q4_k(data: np.ndarray) -> np.ndarray:
 def quantize_q6_k(b: np.ndarray, out: np.ndarray) -> None:
     """(n, 256) float32 -> (n, 210) bytes of ``block_q6_K``, written into ``out``."""
     n = b.shape[0]
-    d16, sc, q = _symmetric_blocks(b.reshape(n, 16, 16), 32, 128)
+    d16, sc, q = _symmetric_blocks(b, 32, 128, GRID["q6_k"])
     q = q.reshape(n, 2, 2, 64)
     ql = ((q[:, :, 0] & 0x0F) | ((q[:, :, 1] & 0x0F) << 4)).reshape(n, 128)
     hi = ((q.reshape(n, 2, 4, 32) >> 4) & 0x03) << np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)

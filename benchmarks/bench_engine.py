@@ -1,0 +1,129 @@
+"""Engine benchmark: the NumPy reference against llama.cpp on the same model file, timed in one run.
+
+    python benchmarks/bench_engine.py [--tokens 16] [--repeats 5] [--formats f16,q8_0,q4_0]
+
+1. Generation (tg) of ``backend=numpy`` vs ``backend=llamacpp`` on the same f32 TinyLlama-1.1B file
+   (written once into ``outputs/models/``), float32 KV caches, same thread count, interleaved rounds
+   of ``--tokens`` tokens each: target numpy >= 95% of llama.cpp's tokens/s at 1 thread, >= 100% at 2.
+2. llama.cpp's own tg share of the read-bandwidth roofline for each weight type in ``--formats``
+   (bytes read per token x tokens/s over the machine's measured read bandwidth; reported, no target).
+3. The engine experiment's harness around llama.cpp: tg tokens/s measured its way (``bench.measure``
+   over a restart and the token loop) vs a plain timed loop over the same ``llama_decode`` calls,
+   interleaved: target within 3%.
+
+Exit code 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from benchmarks.table import Figure, Table
+from experiments.engine.llamacpp import CACHE_TYPE_BYTES, LlamaCpp
+from experiments.engine.numpy_engine import NumpyEngine
+from infer_core.environment import usable_cpus
+from infer_core.machine import reference
+from infer_core.model import PRESETS
+from infer_core.model.counts import kv_bytes_per_token, weight_bytes_per_token
+from infer_core.model.gguf_io import read_gguf
+from infer_core.model.store import cached_gguf
+from infer_core.timing import measure, measure_interleaved
+
+MODEL = "tinyllama-1.1b"
+
+
+def model(models: Path, weights: str) -> Path:
+    started = time.perf_counter()
+    path, reused = cached_gguf(models, MODEL, PRESETS[MODEL], weights, 0, threads=usable_cpus())
+    print(f"# {'reusing' if reused else f'wrote ({time.perf_counter() - started:.0f} s)'} {path}", flush=True)
+    return path
+
+
+def tg(engine: LlamaCpp | NumpyEngine, tokens: np.ndarray):
+    batches = engine.batches(tokens, 1)
+
+    def once() -> None:
+        engine.keep(0)
+        engine.run(batches)
+
+    return once
+
+
+def plain_loop(llm: LlamaCpp, tokens: np.ndarray) -> float:
+    """Seconds for the tokens, one ``llama_decode`` each, as a user would write it."""
+    import llama_cpp
+
+    llama_cpp.llama_memory_seq_rm(llm.memory, 0, 0, -1)
+    array = (llama_cpp.llama_token * len(tokens))(*(int(t) for t in tokens))
+    start = time.perf_counter()
+    for i in range(len(tokens)):
+        pointer = ctypes.cast(ctypes.addressof(array) + 4 * i, ctypes.POINTER(llama_cpp.llama_token))
+        llama_cpp.llama_decode(llm.ctx, llama_cpp.llama_batch_get_one(pointer, 1))
+    llama_cpp.llama_synchronize(llm.ctx)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=16, help="tokens generated per round")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per comparison")
+    parser.add_argument("--formats", default="f16,q8_0,q4_0", help="weight types for the roofline lines")
+    parser.add_argument("--models", type=Path, default=Path("outputs/models"))
+    parser.add_argument("--machine", type=Path, default=Path("outputs/machine.json"))
+    args = parser.parse_args()
+    shape, n = PRESETS[MODEL], args.tokens
+    tokens = np.random.default_rng(0).integers(3, shape.n_vocab, n)
+    threads = sorted({1, usable_cpus()})
+    table = Table(f"Engines on the {MODEL} shape: tg{n}, interleaved rounds, float32 KV caches")
+
+    f32 = model(args.models, "f32")
+    ours = NumpyEngine(f32, 1)
+    with LlamaCpp(f32, 1, n_ctx=256, type_k="f32", type_v="f32") as llm:
+        for th in threads:
+            ours.threads = th
+            llm.set_threads(th)
+            t = measure_interleaved({"numpy": tg(ours, tokens), "llamacpp": tg(llm, tokens)}, repeats=args.repeats)
+            ratio = t["llamacpp"].per_call_s / t["numpy"].per_call_s  # per round: numpy t/s over llama.cpp t/s
+            table.add(Figure(f"f32 tg{n}, {th} thread(s): numpy / llama.cpp tokens/s", 100 * ratio, "%",
+                             (">=", 95 if th == 1 else 100),
+                             note=f"numpy {n / t['numpy'].median:.2f} t/s, llama.cpp {n / t['llamacpp'].median:.2f} "
+                                  "t/s"))
+        ours.close()
+
+        harness, plain = [], []
+        for _ in range(args.repeats):
+            harness.append(measure(tg(llm, tokens), warmup=1, repeats=1).median)
+            plain.append(plain_loop(llm, tokens))
+        dev = 100 * np.abs(np.asarray(plain) / np.asarray(harness) - 1)
+        table.add(Figure(f"harness vs plain loop, tg{n} f32 at {threads[-1]} thread(s): |difference|", dev, "%",
+                         ("<=", 3), note=f"harness {n / np.median(harness):.2f} t/s, plain {n / np.median(plain):.2f} "
+                                         "t/s"))
+
+    th = threads[-1]
+    with threadpool_limits(th, user_api="blas"):
+        bandwidth = reference(args.machine)[0].read_gbps
+    for weights in args.formats.split(","):
+        path = model(args.models, weights)
+        _, stored = read_gguf(path)
+        per_token = weight_bytes_per_token(shape, stored)
+        kv = kv_bytes_per_token(shape, 0, n, CACHE_TYPE_BYTES["f16"], CACHE_TYPE_BYTES["f16"])
+        with LlamaCpp(path, th, n_ctx=256) as llm:
+            t = measure(tg(llm, tokens), warmup=1, repeats=args.repeats)
+        share = 100 * (per_token + kv) * n / t.per_call_s / 1e9 / bandwidth
+        table.add(Figure(f"llama.cpp {weights} tg{n}, {th} thread(s): share of read bandwidth", share, "%",
+                         note=f"{n / t.median:.2f} t/s x {(per_token + kv) / 1e9:.3f} GB per token; read "
+                              f"bandwidth {bandwidth:.1f} GB/s"))
+    return table.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

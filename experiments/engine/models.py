@@ -1,0 +1,51 @@
+"""The model file a point runs: ``engine.file``, or a model made from its shape, weights and seed and
+cached in ``engine.models_dir`` (written once, with progress lines for large files)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from experiments.engine.schema import KEY, EngineConfig
+from experiments.framework.spec import ConfigError
+from infer_core.model import ModelShape
+from infer_core.model.gguf_io import StoredTensor, read_gguf
+from infer_core.model.store import cached_gguf
+
+log = logging.getLogger(__name__)
+logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)  # it announces every file it writes
+#: Files smaller than this are written without progress lines.
+PROGRESS_BYTES = 100 * 2**20
+
+
+def model_file(cfg: EngineConfig, seed: int) -> tuple[Path, bool]:
+    """The file the point runs: ``engine.file``, or the made model (written on first use, with progress)."""
+    if cfg.file is not None:
+        return Path(cfg.file), True
+    shape = cfg.model_shape
+    started, shown = time.perf_counter(), [0]
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // total
+        if total >= PROGRESS_BYTES and tenth > shown[0]:
+            shown[0] = tenth
+            log.info("writing %s %s: %3d%% (%.2f of %.2f GB, %.0f s)", cfg.model, cfg.weights.value,
+                     100 * done // total, done / 1e9, total / 1e9, time.perf_counter() - started)
+
+    path, reused = cached_gguf(cfg.models_dir, cfg.model, shape, cfg.weights.value, seed, cfg.n_threads, progress)
+    if reused:
+        log.info("reusing %s", path)
+    else:
+        log.info("wrote %s in %.1f s", path, time.perf_counter() - started)
+    return path, reused
+
+
+def read_model(path: Path) -> tuple[ModelShape, list[StoredTensor]]:
+    """The file's shape and tensors; a missing, truncated or foreign file is a :class:`ConfigError`."""
+    if not path.is_file():
+        raise ConfigError(f"{KEY}.file={path}: no such file")
+    try:
+        return read_gguf(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
