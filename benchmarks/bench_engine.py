@@ -4,7 +4,9 @@
 
 1. Generation (tg) of ``backend=numpy`` vs ``backend=llamacpp`` on the same f32 TinyLlama-1.1B file
    (written once into ``outputs/models/``), float32 KV caches, same thread count, interleaved rounds
-   of ``--tokens`` tokens each: target numpy >= 95% of llama.cpp's tokens/s at 1 thread, >= 100% at 2.
+   of ``--tokens`` tokens each, every call after a short pause (llama.cpp's threads poll for work for
+   a while after a call and would slow the next side): target numpy >= 95% of llama.cpp's tokens/s
+   at 1 thread, >= 100% at 2.
 2. llama.cpp's own tg share of the read-bandwidth roofline for each weight type in ``--formats``
    (bytes read per token x tokens/s over the machine's measured read bandwidth; reported, no target).
 3. The engine experiment's harness around llama.cpp: tg tokens/s measured its way (``bench.measure``
@@ -36,7 +38,7 @@ from infer_core.model import PRESETS
 from infer_core.model.counts import kv_bytes_per_token, weight_bytes_per_token
 from infer_core.model.gguf_io import read_gguf
 from infer_core.model.store import cached_gguf
-from infer_core.timing import measure, measure_interleaved
+from infer_core.timing import measure
 
 MODEL = "tinyllama-1.1b"
 
@@ -58,6 +60,26 @@ def tg(engine: LlamaCpp | NumpyEngine, tokens: np.ndarray):
     return once
 
 
+#: Pause before each timed call: llama.cpp's threads keep polling for work for a while after a call
+#: (and OpenBLAS's spin too), which would slow whichever side runs next.
+SETTLE_S = 0.3
+
+
+def rounds(fns: dict, repeats: int) -> dict[str, np.ndarray]:
+    """Seconds per call of each function: a warm-up call each, then ``repeats`` rounds of one call each,
+    every call after a pause of ``SETTLE_S``."""
+    for fn in fns.values():
+        fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - start)
+    return {name: np.asarray(v) for name, v in out.items()}
+
+
 def plain_loop(llm: LlamaCpp, tokens: np.ndarray) -> float:
     """Seconds for the tokens, one ``llama_decode`` each, as a user would write it."""
     import llama_cpp
@@ -75,7 +97,7 @@ def plain_loop(llm: LlamaCpp, tokens: np.ndarray) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=16, help="tokens generated per round")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per comparison")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds per comparison")
     parser.add_argument("--formats", default="f16,q8_0,q4_0", help="weight types for the roofline lines")
     parser.add_argument("--models", type=Path, default=Path("outputs/models"))
     parser.add_argument("--machine", type=Path, default=Path("outputs/machine.json"))
@@ -91,17 +113,19 @@ def main() -> int:
         for th in threads:
             ours.threads = th
             llm.set_threads(th)
-            t = measure_interleaved({"numpy": tg(ours, tokens), "llamacpp": tg(llm, tokens)}, repeats=args.repeats)
-            ratio = t["llamacpp"].per_call_s / t["numpy"].per_call_s  # per round: numpy t/s over llama.cpp t/s
+            t = rounds({"numpy": tg(ours, tokens), "llamacpp": tg(llm, tokens)}, args.repeats)
+            ratio = t["llamacpp"] / t["numpy"]  # per round: numpy t/s over llama.cpp t/s
             table.add(Figure(f"f32 tg{n}, {th} thread(s): numpy / llama.cpp tokens/s", 100 * ratio, "%",
                              (">=", 95 if th == 1 else 100),
-                             note=f"numpy {n / t['numpy'].median:.2f} t/s, llama.cpp {n / t['llamacpp'].median:.2f} "
-                                  "t/s"))
+                             note=f"numpy {n / np.median(t['numpy']):.2f} t/s, llama.cpp "
+                                  f"{n / np.median(t['llamacpp']):.2f} t/s"))
         ours.close()
 
         harness, plain = [], []
         for _ in range(args.repeats):
+            time.sleep(SETTLE_S)
             harness.append(measure(tg(llm, tokens), warmup=1, repeats=1).median)
+            time.sleep(SETTLE_S)
             plain.append(plain_loop(llm, tokens))
         dev = 100 * np.abs(np.asarray(plain) / np.asarray(harness) - 1)
         table.add(Figure(f"harness vs plain loop, tg{n} f32 at {threads[-1]} thread(s): |difference|", dev, "%",

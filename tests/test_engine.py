@@ -119,6 +119,7 @@ def test_numpy_backend_with_depth(machine_file, tmp_path):
                    f"hydra.run.dir={tmp_path / 'run'}", *FAST_BENCH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = rows(tmp_path / "run")
+    assert sorted(df["variant"]) == ["pp48 @ d20", "tg12 @ d20"]  # llama-bench's names after a filled cache
     assert len(df) == 2 and (df["max_abs_diff_vs_ref"] == 0).all()  # the reference itself
     assert "engine.type_k" not in df  # llama.cpp's knobs do not act on numpy: not in its rows
     tg = df[df["test"] == "tg"].iloc[0]

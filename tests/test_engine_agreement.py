@@ -74,3 +74,44 @@ def test_our_mixes_choose_the_tensor_types_llamacpps_quantizer_chooses(tmp_path,
     theirs = tensor_types(tmp_path / "theirs.gguf")
     assert tensor_types(ours) == theirs
     assert sum(t == "q6_k" for t in theirs.values()) > 0  # the mix really mixes
+
+
+@pytest.mark.parametrize("q8_matrix", [False, True])
+def test_a_file_from_ggufs_own_writer_agrees_with_llamacpp(tmp_path, q8_matrix):
+    """Built here with gguf's GGUFWriter (not our writer), f32 weights, or one matrix stored by gguf's own
+    Q8_0 quantizer: load_gguf reads it, and llama.cpp computes the same logits (the same tolerance as
+    our files; with a q8_0 matrix llama.cpp also quantizes the activations of that product)."""
+    from gguf import GGMLQuantizationType, GGUFWriter, quants
+
+    from infer_core.model import init_weights
+    from infer_core.model.gguf_io import vocabulary
+
+    shape = PRESETS["tiny"]
+    path = tmp_path / "theirs.gguf"
+    w = GGUFWriter(str(path), "llama")
+    w.add_context_length(512)
+    w.add_embedding_length(shape.d_model)
+    w.add_block_count(shape.n_layers)
+    w.add_feed_forward_length(shape.d_ffn)
+    w.add_head_count(shape.n_heads)
+    w.add_head_count_kv(shape.n_kv_heads)
+    w.add_layer_norm_rms_eps(shape.norm_eps)
+    w.add_rope_freq_base(shape.rope_theta)
+    tokens, scores, types = vocabulary(shape.n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    for name, tensor in init_weights(shape, 11).items():
+        if q8_matrix and name == "blk.1.ffn_up.weight":
+            w.add_tensor(name, quants.quantize(tensor, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, tensor)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ids = [int(t) for t in np.random.default_rng(4).integers(3, shape.n_vocab, 64)]
+    ours, theirs = both(path, ids)
+    assert np.abs(ours - theirs).max() <= (1e-2 if q8_matrix else 1e-4) * np.abs(ours).max()
+    assert (ours.argmax(axis=1) == theirs.argmax(axis=1)).mean() >= (0.95 if q8_matrix else 1.0)

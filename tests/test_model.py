@@ -37,6 +37,17 @@ def test_a_full_pass_equals_decoding_token_by_token(name):
         model.rewind(41)
 
 
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2"])
+def test_fused_products_compute_the_same_logits(name):
+    model = reference(name)
+    tokens = np.random.default_rng(2).integers(0, model.shape.n_vocab, 20)
+    expected = model.logits(tokens)
+    fused = model.fuse()
+    assert "blk.0.attn_qkv.weight" in fused.weights and "blk.0.attn_q.weight" not in fused.weights
+    assert ("blk.1.attn_qkv.bias" in fused.weights) == fused.shape.qkv_bias
+    np.testing.assert_allclose(fused.logits(tokens), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("neox", [False, True])
 def test_rope_turns_the_right_pairs_by_position_times_frequency(neox):
     d = 8

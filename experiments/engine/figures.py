@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import ScalarFormatter
 
 from experiments.engine.schema import KEY
 from experiments.framework.spec import Report
@@ -42,6 +43,9 @@ def pareto(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         left.annotate(row["weights"], (row["bits_per_weight"], row["tokens_per_s"]), fontsize=10, xytext=(4, 4),
                       textcoords="offset points")
     left.set(yscale="log", xlabel="bits per weight (file)", ylabel="tokens/s (median)", title="Speed vs size")
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    left.yaxis.set_minor_formatter(ScalarFormatter())
+    left.tick_params(axis="y", which="minor", labelsize=11)
     tg = ok[(ok["test"] == "tg") & ok["mean_kld_vs_f32"].notna()].copy() if "mean_kld_vs_f32" in ok else ok[:0]
     if not tg.empty:
         floor = max(float(tg["mean_kld_vs_f32"][tg["mean_kld_vs_f32"] > 0].min()) / 2, 1e-7) \
@@ -72,8 +76,9 @@ def bandwidth(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         return []
     theme()
     tg = tg.sort_values("bits_per_weight")
-    tg["label"] = tg["weights"] + "\n" + tg["engine"]
-    fig, ax = plt.subplots(figsize=(max(9, 1.3 * len(tg)), 7))
+    one_engine = tg["engine"].nunique() == 1
+    tg["label"] = tg["weights"] if one_engine else tg["weights"] + "\n" + tg["engine"]
+    fig, ax = plt.subplots(figsize=(max(9, (1.1 if one_engine else 1.8) * len(tg)), 7))
     bars = ax.bar(tg["label"], tg["gb_per_s"], color=sns.color_palette()[0])
     for bar, pct in zip(bars, tg["pct_of_bandwidth"], strict=True):
         ax.annotate(f"{pct:.0f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
@@ -82,8 +87,8 @@ def bandwidth(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         ax.axhline(roof, ls="--", lw=1.5, color="crimson")
         ax.annotate(f"measured read bandwidth, {threads} thr: {roof:.1f} GB/s", (-0.4, roof), fontsize=11,
                     va="bottom", color="crimson")
-    ax.set(ylabel="GB/s read per generated token × tokens/s", xlabel="",
-           title="Generation is memory bound: tg bandwidth against the roofline")
+    ax.set(ylabel="GB/s (bytes read per token × tokens/s)", xlabel=f"weights ({tg['engine'].iloc[0]})" if one_engine
+           else "", title="Generation against the memory roof: tg GB/s (% of the read bandwidth)")
     ax.tick_params(axis="x", labelsize=11)
     return [("tg bandwidth against the roofline", save_figure(fig, out / "engine_tg_bandwidth.png"))]
 

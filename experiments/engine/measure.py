@@ -126,7 +126,7 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
         tests = [("pp", prompt, cfg.n_batch), ("tg", gen, 1)]
         for test, tokens, size in tests:
             if len(tokens):
-                results.append(run_variant(f"{test}{len(tokens)}", lambda t=test, x=tokens, s=size: _time(
+                results.append(run_variant(label(test, len(tokens), cfg.depth), lambda t=test, x=tokens, s=size: _time(
                     engine, t, x, s, cfg, shape, stored, common, bench), bench))
         engine_logits = engine.logits(check)
         ref_logits = engine_logits if numpy else None
@@ -168,7 +168,12 @@ def _time(engine: LlamaCpp | NumpyEngine, test: str, tokens: np.ndarray, size: i
         flops = prompt_flops(shape, n, cfg.depth)
         gflops = flops / timing.median / 1e9
         metrics |= {"flops": flops, "gflops": gflops, "pct_of_peak": 100 * gflops / common["peak_gflops"]}
-    return VariantResult(f"{test}{n}", metrics, timings={test: timing})
+    return VariantResult(label(test, n, cfg.depth), metrics, timings={test: timing})
+
+
+def label(test: str, n_tokens: int, depth: int) -> str:
+    """llama-bench's name of a test: ``pp512``, ``tg128``, ``tg128 @ d4096`` after a filled cache."""
+    return f"{test}{n_tokens}" + (f" @ d{depth}" if depth else "")
 
 
 def summary(results: list[VariantResult]) -> str:

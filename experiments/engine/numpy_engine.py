@@ -17,7 +17,7 @@ class NumpyEngine:
 
     def __init__(self, path: str | Path, threads: int) -> None:
         start = time.perf_counter()
-        self.model = load_gguf(path, threads=threads)
+        self.model = load_gguf(path, threads=threads).fuse()
         self.load_s = time.perf_counter() - start
         self.threads = threads
         self.n_vocab = self.model.shape.n_vocab

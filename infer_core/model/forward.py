@@ -19,8 +19,10 @@ from infer_core.model.shapes import ModelShape
 
 
 def rms_norm(x: np.ndarray, gain: np.ndarray, eps: float) -> np.ndarray:
-    """``x / sqrt(mean(x²) + eps) · gain`` over the last axis."""
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * gain
+    """``x / sqrt(mean(x²) + eps) · gain`` over the last axis (the sum of squares as one dot product
+    per row: ``np.mean``'s overhead is most of the cost for a single token)."""
+    mean_square = np.einsum("...i,...i->...", x, x)[..., None] / x.shape[-1]
+    return x * (gain / np.sqrt(mean_square + eps))
 
 
 def rope_tables(positions: np.ndarray, d_head: int, theta: float, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -35,9 +37,12 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool) -> np.nd
     """Turn each head of ``x`` (T, heads, d_head) by the angles of :func:`rope_tables`: pairs
     (2i, 2i+1), or (i, i + d_head/2) when ``neox``."""
     half = x.shape[-1] // 2
-    a, b = (x[..., :half], x[..., half:]) if neox else (x[..., 0::2], x[..., 1::2])
-    ra, rb = a * cos - b * sin, a * sin + b * cos
-    return np.concatenate([ra, rb], axis=-1) if neox else np.stack([ra, rb], axis=-1).reshape(x.shape)
+    first, second = (slice(None, half), slice(half, None)) if neox else (slice(0, None, 2), slice(1, None, 2))
+    a, b = x[..., first], x[..., second]
+    out = np.empty_like(x)
+    out[..., first] = a * cos - b * sin
+    out[..., second] = a * sin + b * cos
+    return out
 
 
 def rope(x: np.ndarray, positions: np.ndarray, theta: float, neox: bool) -> np.ndarray:
@@ -93,6 +98,32 @@ class Model:
             self.reset()
         return self._forward(np.asarray(tokens), self.n_cached, last_only)
 
+    def fuse(self) -> Model:
+        """Store Q, K, V (and their biases) as one matrix per layer, and gate and up as another: a token
+        then makes 4 matrix products per layer instead of 7 (same arithmetic). Returns the model."""
+        for i in range(self.shape.n_layers):
+            b = f"blk.{i}."
+            for fused, parts in (("attn_qkv.weight", ("attn_q.weight", "attn_k.weight", "attn_v.weight")),
+                                 ("attn_qkv.bias", ("attn_q.bias", "attn_k.bias", "attn_v.bias")),
+                                 ("ffn_gate_up.weight", ("ffn_gate.weight", "ffn_up.weight"))):
+                if all(b + p in self.weights for p in parts):
+                    self.weights[b + fused] = np.concatenate([self.weights.pop(b + p) for p in parts])
+        return self
+
+    def _qkv(self, b: str, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Q, K, V of the normalized states ``h`` (T, d_model) in layer ``b``, biases added."""
+        s = self.shape
+        if b + "attn_qkv.weight" in self.weights:
+            qkv = h @ self.w(b + "attn_qkv.weight").T
+            if s.qkv_bias:
+                qkv += self.w(b + "attn_qkv.bias")
+            d, kv = s.d_model, s.n_kv_heads * s.d_head
+            return qkv[:, :d], qkv[:, d : d + kv], qkv[:, d + kv :]
+        q, k, v = (h @ self.w(b + f"attn_{n}.weight").T for n in "qkv")
+        if s.qkv_bias:
+            q, k, v = q + self.w(b + "attn_q.bias"), k + self.w(b + "attn_k.bias"), v + self.w(b + "attn_v.bias")
+        return q, k, v
+
     def _forward(self, tokens: np.ndarray, start: int, last_only: bool = False) -> np.ndarray:
         s = self.shape
         if tokens.ndim != 1 or len(tokens) == 0 or tokens.min() < 0 or tokens.max() >= s.n_vocab:
@@ -107,9 +138,7 @@ class Model:
         for i in range(s.n_layers):
             b = f"blk.{i}."
             h = rms_norm(x, self.w(b + "attn_norm.weight"), s.norm_eps)
-            q, k, v = (h @ self.w(b + f"attn_{n}.weight").T for n in "qkv")
-            if s.qkv_bias:
-                q, k, v = q + self.w(b + "attn_q.bias"), k + self.w(b + "attn_k.bias"), v + self.w(b + "attn_v.bias")
+            q, k, v = self._qkv(b, h)
             q = rotate(q.reshape(t, s.n_heads, dh), cos, sin, neox) * scale
             k = rotate(k.reshape(t, hkv, dh), cos, sin, neox)
             kv = self.cache.append(i, np.concatenate([k.reshape(t, -1), v], axis=1).T[None])  # (1, 2, Hkv, dh, L)
@@ -117,7 +146,10 @@ class Model:
             o = causal_attention(qg, kv[:, 0], kv[:, 1], offset=start)[0]  # (Hkv, G, T, d_head)
             x = x + o.transpose(2, 0, 1, 3).reshape(t, s.d_model) @ self.w(b + "attn_output.weight").T
             h = rms_norm(x, self.w(b + "ffn_norm.weight"), s.norm_eps)
-            gate = h @ self.w(b + "ffn_gate.weight").T
-            x = x + (gate / (1 + np.exp(-gate)) * (h @ self.w(b + "ffn_up.weight").T)) @ self.w(b + "ffn_down.weight").T
+            if b + "ffn_gate_up.weight" in self.weights:  # fused: one product for both
+                gate, up = np.split(h @ self.w(b + "ffn_gate_up.weight").T, 2, axis=1)
+            else:
+                gate, up = h @ self.w(b + "ffn_gate.weight").T, h @ self.w(b + "ffn_up.weight").T
+            x = x + (gate / (1 + np.exp(-gate)) * up) @ self.w(b + "ffn_down.weight").T
         out = self.weights.get("output.weight", self.w("token_embd.weight"))
         return rms_norm(x[-1:] if last_only else x, self.w("output_norm.weight"), s.norm_eps) @ out.T

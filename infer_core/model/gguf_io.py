@@ -174,9 +174,20 @@ def _field(reader: GGUFReader, key: str) -> object:
     return f.contents()
 
 
+_last_reader: list = [None, None]
+
+
 def _reader(path: Path) -> GGUFReader:
+    """gguf's reader of ``path``; the last one is kept while the file is unchanged (parsing a 32000-token
+    vocabulary takes seconds, and a shape is often read before the weights)."""
+    stat = path.stat() if path.exists() else None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns) if stat else None
+    if key is not None and _last_reader[0] == key:
+        return _last_reader[1]
     try:
-        return GGUFReader(path)
+        reader = GGUFReader(path)
+        _last_reader[:] = [key, reader]
+        return reader
     except (OSError, ValueError, IndexError, KeyError) as exc:  # gguf's reader fails on a cut file
         raise ValueError(f"{path} is not a readable GGUF file: truncated or damaged ({type(exc).__name__}: {exc})"
                          ) from None
