@@ -11,7 +11,7 @@ from infer_core.model.gguf_io import Progress, write_gguf
 from infer_core.model.shapes import ModelShape
 
 #: Part of every file's key: bump it when the writer's output changes (init, layout, quantizers).
-WRITER_VERSION = 3
+WRITER_VERSION = 4
 
 
 def model_key(name: str, shape: ModelShape, weights: str, seed: int) -> str:
