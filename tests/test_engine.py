@@ -3,6 +3,9 @@ reference, rows with llama-bench's tests, exact counts, fidelity, the report, an
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,8 +107,8 @@ def test_models_are_written_once_then_reused(formats_sweep, machine_file, tmp_pa
 
 def test_the_report_shows_the_pareto_plot_and_the_roofline(formats_sweep, tmp_path):
     sweep, _, _ = formats_sweep
-    proc = __import__("subprocess").run([__import__("sys").executable, str(ROOT / "experiments" / "report.py"),
-                                         str(sweep), "--out", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(sweep), "--out",
+                           str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "engine_pareto.png").stat().st_size > 10_000
     assert (tmp_path / "engine_tg_bandwidth.png").stat().st_size > 10_000
@@ -175,3 +178,24 @@ def test_a_shape_given_as_data_in_yaml(machine_file, tmp_path):
     df = rows(tmp_path / "run")
     assert (df["engine.model"] == "smollm-135m").all() and (df["engine.shape.d_model"] == 576).all()
     assert (df["n_params"] == 134_515_008).all() and (df["top1_agree_vs_ref"] >= 0.75).all()
+
+
+def test_a_depth_sweep_reports_speed_against_depth_per_cache_type(machine_file, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_app("-m", "experiment=engine", "engine.depth=0,64", "engine.type_k=f16,q8_0", *TINY,
+                   f"engine.models_dir={tmp_path / 'models'}", f"bench.machine_file={machine_file}",
+                   f"hydra.sweep.dir={sweep}", *FAST_BENCH)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = rows(sweep)
+    assert len(df) == 8 and set(df["variant"]) == {"pp48", "tg12", "pp48 @ d64", "tg12 @ d64"}
+    deep = df[(df["engine.depth"] == 64) & (df["test"] == "tg")]
+    k_bytes = {"f16": 2, "q8_0": 34 / 32}  # the V cache stays f16
+    for _, r in deep.iterrows():
+        shape = PRESETS["tiny"]
+        assert r["kv_bytes_per_token"] == round(shape.n_layers * shape.n_kv_heads * shape.d_head * (64 + 6.5)
+                                                * (k_bytes[r["engine.type_k"]] + 2))
+    out = tmp_path / "report"
+    report = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(sweep), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (out / "engine_depth.png").stat().st_size > 10_000 and "tg12 @ d64" in (out / "report.md").read_text()
