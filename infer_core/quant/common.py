@@ -27,11 +27,13 @@ def as_rows(x: np.ndarray, multiple: int, name: str, check: bool = True) -> np.n
 BLOCK_CHUNK_ELEMENTS = 1 << 17
 
 
-def for_block_chunks(n_blocks: int, block: int, work: Callable[[slice], None], threads: int = 1) -> None:
-    """Call ``work`` on consecutive slices of blocks holding about ``BLOCK_CHUNK_ELEMENTS`` values,
+def for_block_chunks(n_blocks: int, block: int, work: Callable[[slice], None], threads: int = 1,
+                     elements: int | None = None) -> None:
+    """Call ``work`` on consecutive slices of blocks holding about ``elements`` values (default
+    ``BLOCK_CHUNK_ELEMENTS``),
     on ``threads`` threads (NumPy releases the GIL inside its array operations; the slices must
     write disjoint outputs). The first exception raised by a slice is raised here."""
-    step = max(1, BLOCK_CHUNK_ELEMENTS // block)
+    step = max(1, (elements or BLOCK_CHUNK_ELEMENTS) // block)
     slices = [slice(start, min(n_blocks, start + step)) for start in range(0, n_blocks, step)]
     if threads <= 1 or len(slices) == 1:
         for sl in slices:

@@ -76,7 +76,7 @@ def quantize_gguf(x: np.ndarray, fmt: str, threads: int = 1) -> np.ndarray:
             check_finite(x)  # names the first bad row
         f.quantize_blocks(blocks[sl], out[sl])
 
-    for_block_chunks(len(blocks), f.block, work, threads)
+    for_block_chunks(len(blocks), f.block, work, threads, kq.CHUNK_ELEMENTS if f.block == kq.QK_K else None)
     return out.reshape(*x.shape[:-1], x.shape[-1] // f.block * f.type_size)
 
 

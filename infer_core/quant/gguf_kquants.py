@@ -22,6 +22,10 @@ import numpy as np
 from infer_core.quant.common import fp16_bytes, fp16_from_bytes, round_half_away
 
 QK_K = 256
+#: Values a K-quant chunk holds (2 MiB of float32). A K-quant makes many small per-sub-block NumPy
+#: calls whose overhead, and GIL, larger chunks amortize: measured on a 5632x2048 tensor, Q4_K at
+#: 2^17 / 2^18 / 2^19 values ran 0.13 / 0.20 / 0.22 GB/s on 2 threads, Q6_K 0.19 / 0.24 / 0.26.
+CHUNK_ELEMENTS = 1 << 19
 
 
 #: Padding of the transposed rows: a row stride of a power of two bytes makes the transposes 4x
