@@ -65,11 +65,13 @@ def test_sigkill_then_resume_completes_only_the_missing_points(tmp_path):
             f"hydra.sweep.dir={tmp_path}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("*/results.csv"))) < 2 and time.monotonic() < deadline:
+    while len(list(tmp_path.glob("*/point.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = {p.parent.name: p.stat().st_mtime_ns for p in tmp_path.glob("*/results.csv")}
+    # complete: the manifest, written last, exists (a kill between a point's rows and its manifest leaves
+    # a point that is not complete, and that runs again)
+    first = {p.parent.name: (p.parent / "results.csv").stat().st_mtime_ns for p in tmp_path.glob("*/point.json")}
     assert 2 <= len(first) < 6, "the kill should land mid-sweep"
     for path in tmp_path.glob("*/results.csv"):  # whatever exists is whole: written atomically
         rows = list(csv.DictReader(open(path)))
