@@ -194,14 +194,16 @@ def test_quantization_config_errors(tmp_path):
 def test_machine_then_matmul_then_a_roofline_over_three_experiments(tmp_path, small_sweep):
     machine_file = tmp_path / "machine.json"
     common = ["bench.threads=1", f"bench.machine_file={machine_file}", *FAST_BENCH]
-    proc = run_app("experiment=machine", "machine.gemm_sizes=[64,128]", "machine.stream_mib=4",
+    # arrays beyond the last-level cache and GEMMs big enough for a real peak: a 4 MiB copy ran from cache
+    # and a 128² GEMM under its peak, which put the ridge point below a GEMV's intensity on a slow machine
+    proc = run_app("experiment=machine", "machine.gemm_sizes=[128,256]", "machine.stream_mib=64",
                    f"hydra.run.dir={tmp_path / 'm'}", *common)
     assert proc.returncode == 0, proc.stderr
     rows = {r["variant"]: r for r in read(tmp_path / "m" / "results.csv")}
     assert sorted(rows) == ["copy", "dgemm", "read", "sgemm", "triad"]
     assert float(rows["sgemm"]["gflops"]) > 0 and float(rows["copy"]["gb_per_s"]) > 0
     (entry,) = json.loads(machine_file.read_text())["entries"]
-    assert entry["key"]["blas_threads"] == 1 and entry["ref"]["gemm_sizes"] == [64, 128]
+    assert entry["key"]["blas_threads"] == 1 and entry["ref"]["gemm_sizes"] == [128, 256]
 
     mm = tmp_path / "mm"
     proc = run_app("-m", "experiment=matmul", "mmcase=square_256,attn_out_decode", "matmul.d_model=256",
