@@ -25,6 +25,12 @@ def run_app(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.Co
     )
 
 
+def run_report(*args: str) -> subprocess.CompletedProcess:
+    """``python experiments/report.py ARGS`` with the test's interpreter; returns the finished process."""
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), *args], capture_output=True,
+                          text=True)
+
+
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One sweep shared by several tests: two good points and one invalid one, run with

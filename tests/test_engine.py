@@ -3,9 +3,6 @@ reference, rows with llama-bench's tests, exact counts, fidelity, the report, an
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +11,7 @@ from threadpoolctl import threadpool_limits
 from infer_core.environment import usable_cpus
 from infer_core.machine import measure_machine, reference
 from infer_core.model import PRESETS, write_gguf
-from tests.conftest import FAST_BENCH, ROOT, run_app
+from tests.conftest import FAST_BENCH, run_app, run_report
 
 TINY = ["engine.model=tiny", "engine.n_prompt=48", "engine.n_gen=12", "engine.n_check=40"]
 THREADS = usable_cpus()
@@ -107,8 +104,7 @@ def test_models_are_written_once_then_reused(formats_sweep, machine_file, tmp_pa
 
 def test_the_report_shows_the_pareto_plot_and_the_roofline(formats_sweep, tmp_path):
     sweep, _, _ = formats_sweep
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(sweep), "--out",
-                           str(tmp_path)], capture_output=True, text=True)
+    proc = run_report(str(sweep), "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "engine_pareto.png").stat().st_size > 10_000
     assert (tmp_path / "engine_tg_bandwidth.png").stat().st_size > 10_000
@@ -195,7 +191,6 @@ def test_a_depth_sweep_reports_speed_against_depth_per_cache_type(machine_file, 
         assert r["kv_bytes_per_token"] == round(shape.n_layers * shape.n_kv_heads * shape.d_head * (64 + 6.5)
                                                 * (k_bytes[r["engine.type_k"]] + 2))
     out = tmp_path / "report"
-    report = subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), str(sweep), "--out", str(out)],
-                            capture_output=True, text=True)
+    report = run_report(str(sweep), "--out", str(out))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "engine_depth.png").stat().st_size > 10_000 and "tg12 @ d64" in (out / "report.md").read_text()

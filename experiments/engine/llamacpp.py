@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,6 @@ class LlamaCpp:
 
     def __init__(self, path: str | Path, threads: int, n_ctx: int, n_batch: int = 2048, n_ubatch: int = 512,
                  flash_attn: bool = False, type_k: str = "f16", type_v: str = "f16", logits_all: bool = False) -> None:
-        import time
-
         import llama_cpp
 
         self._lib = llama_cpp
