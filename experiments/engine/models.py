@@ -1,13 +1,16 @@
 """The model file a point runs: ``engine.file``, or a model made from its shape, weights and seed and
-cached in ``engine.models_dir`` (written once, with progress lines for large files)."""
+cached in ``engine.models_dir`` (written once, with progress lines for large files). The serve
+experiment's embedded server runs its model the same way, from its own ``serve.*`` knobs."""
 
 from __future__ import annotations
 
 import logging
 import time
+from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
-from experiments.engine.schema import KEY, EngineConfig
+from experiments.engine.schema import KEY
 from experiments.framework.spec import ConfigError
 from infer_core.model import ModelShape
 from infer_core.model.gguf_io import StoredTensor, read_gguf
@@ -19,7 +22,22 @@ logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)  # it announces 
 PROGRESS_BYTES = 100 * 2**20
 
 
-def model_file(cfg: EngineConfig, seed: int) -> tuple[Path, bool]:
+class ModelKnobs(Protocol):
+    """The knobs that name a model: a file, or a shape, weights and a cache folder."""
+
+    file: str | None
+    model: str
+    weights: Enum
+    models_dir: str
+
+    @property
+    def model_shape(self) -> ModelShape: ...
+
+    @property
+    def n_threads(self) -> int: ...
+
+
+def model_file(cfg: ModelKnobs, seed: int) -> tuple[Path, bool]:
     """The file the point runs: ``engine.file``, or the made model (written on first use, with progress)."""
     if cfg.file is not None:
         return Path(cfg.file), True
@@ -41,10 +59,10 @@ def model_file(cfg: EngineConfig, seed: int) -> tuple[Path, bool]:
     return path, reused
 
 
-def read_model(path: Path) -> tuple[ModelShape, list[StoredTensor]]:
+def read_model(path: Path, key: str = KEY) -> tuple[ModelShape, list[StoredTensor]]:
     """The file's shape and tensors; a missing, truncated or foreign file is a :class:`ConfigError`."""
     if not path.is_file():
-        raise ConfigError(f"{KEY}.file={path}: no such file")
+        raise ConfigError(f"{key}.file={path}: no such file")
     try:
         return read_gguf(path)
     except ValueError as exc:

@@ -92,19 +92,23 @@ class EngineConfig(Knobs):
     @property
     def model_shape(self) -> ModelShape:
         """The shape of the made model: ``engine.shape`` if given, else the preset ``engine.model``."""
-        if not self.shape:
-            require(self.model in PRESETS, f"{KEY}.model={self.model!r} is not a known shape: choose one of "
-                                           f"{', '.join(PRESETS)}, or describe it in {KEY}.shape")
-            return PRESETS[self.model]
-        require(self.model not in PRESETS, f"{KEY}.model={self.model!r} names a preset: give {KEY}.shape "
-                                           "another name")
-        try:
-            return ModelShape(**self.shape)
-        except TypeError as exc:  # a missing or unknown field
-            raise ConfigError(f"{KEY}.shape: {exc}".replace("ModelShape.__init__() ", "")) from None
-        except ValueError as exc:
-            raise ConfigError(f"{KEY}.shape.{exc}") from None
+        return shape_of(KEY, self.model, self.shape)
 
     @property
     def n_threads(self) -> int:
         return self.threads or usable_cpus()
+
+
+def shape_of(key: str, model: str, shape: dict[str, Any]) -> ModelShape:
+    """The shape ``{key}.shape`` describes, named ``{key}.model``, or the preset ``{key}.model``."""
+    if not shape:
+        require(model in PRESETS, f"{key}.model={model!r} is not a known shape: choose one of "
+                                  f"{', '.join(PRESETS)}, or describe it in {key}.shape")
+        return PRESETS[model]
+    require(model not in PRESETS, f"{key}.model={model!r} names a preset: give {key}.shape another name")
+    try:
+        return ModelShape(**shape)
+    except TypeError as exc:  # a missing or unknown field
+        raise ConfigError(f"{key}.shape: {exc}".replace("ModelShape.__init__() ", "")) from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}.shape.{exc}") from None

@@ -1,0 +1,130 @@
+"""The serve experiment's part of the report: the latency-throughput curve (p50 and p99 TTFT and TPOT
+against achieved output tokens/s, one point per load level), TTFT per level, and the knee: the
+highest load that meets the SLOs, and where latency breaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from experiments.framework.spec import Report
+from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.tables import markdown_table
+from experiments.serve.schema import KEY
+
+SLO_TTFT, SLO_TPOT = f"{KEY}.slo_ttft_ms", f"{KEY}.slo_tpot_ms"
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    ok = df[(df["status"] == "ok") & df["output_throughput"].notna()].copy() if "output_throughput" in df else df[:0]
+    if ok.empty:
+        return ok
+    ok["setup"] = ok["server_model"].astype(str) + " @ " + ok["server_url"].astype(str).str.replace(
+        r"http://127\.0\.0\.1:\d+", "embedded", regex=True) + " (" + ok[f"{KEY}.api"].astype(str) + ")"
+    return ok.sort_values(["setup", "mean_in_flight"])  # by the load offered
+
+
+def curve(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    """p50 (solid) and p99 (dashed) TTFT and TPOT against the output tokens/s each load level achieved."""
+    ok = _ok(df)
+    if ok.empty:
+        return []
+    theme()
+    fig, axes = plt.subplots(1, 2, figsize=(17, 7))
+    colors = dict(zip(ok["setup"].unique(), sns.color_palette(n_colors=ok["setup"].nunique()), strict=True))
+    for ax, metric, slo, title in ((axes[0], "ttft", SLO_TTFT, "Time to first token"),
+                                   (axes[1], "tpot", SLO_TPOT, "Time per output token")):
+        for setup, part in ok.groupby("setup"):
+            ax.plot(part["output_throughput"], part[f"median_{metric}_ms"], "o-", color=colors[setup],
+                    label=f"{setup} p50")
+            ax.plot(part["output_throughput"], part[f"p99_{metric}_ms"], "s--", color=colors[setup], alpha=0.7,
+                    label=f"{setup} p99")
+            for _, row in part.iterrows():
+                ax.annotate(str(row["variant"]).replace("concurrency ", "c="), (row["output_throughput"],
+                            row[f"p99_{metric}_ms"]), fontsize=10, xytext=(4, 4), textcoords="offset points")
+        if slo in ok and ok[slo].notna().any():
+            ax.axhline(float(ok[slo].dropna().iloc[0]), color="crimson", ls=":", lw=2, label="SLO")
+        ax.set(yscale="log", xlabel="achieved output tokens/s", ylabel="ms", title=title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=11, bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle("Latency against throughput, one point per load level (p50 solid, p99 dashed)")
+    return [("Latency–throughput curve", save_figure(fig, out / "serve_latency_throughput.png"))]
+
+
+def ttft_per_level(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    """The distribution of TTFT over the requests of each level (from requests.csv)."""
+    ok = _ok(df)
+    frames = []
+    for source, setup in ok[["source", "setup"]].drop_duplicates().itertuples(index=False):
+        path = Path(source) / "requests.csv"
+        if path.exists():
+            frames.append(pd.read_csv(path).assign(setup=setup))
+    if not frames:
+        return []
+    req = pd.concat(frames, ignore_index=True)
+    req = req[req["error"].isna() & req["ttft_ms"].notna()]
+    order = list(ok.drop_duplicates("variant")["variant"])  # by the load offered
+    req = req[req["variant"].isin(order)]
+    if req.empty:
+        return []
+    theme()
+    fig, ax = plt.subplots(figsize=(max(10, 1.6 * len(order)), 7))
+    several = req["setup"].nunique() > 1
+    sns.boxplot(req, x="variant", y="ttft_ms", hue="setup" if several else None, order=order, ax=ax, log_scale=True)
+    ax.set(xlabel="load level", ylabel="TTFT (ms)",
+           title="Time to first token per level" + ("" if several else f"\n{req['setup'].iloc[0]}"))
+    if several:
+        sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, fontsize=11, title=None)
+    ax.tick_params(axis="x", rotation=20)
+    return [("TTFT per load level", save_figure(fig, out / "serve_ttft.png"))]
+
+
+def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    return curve(df, out) + ttft_per_level(df, out)
+
+
+def _meets(row: pd.Series) -> bool:
+    ttft, tpot = row.get(SLO_TTFT), row.get(SLO_TPOT)
+    return (pd.isna(ttft) or row["p99_ttft_ms"] <= ttft) and (pd.isna(tpot) or not row["p99_tpot_ms"] > tpot)
+
+
+def sections(df: pd.DataFrame) -> str:
+    """The knee of each setup, and a word on queueing when throughput stays flat while TTFT grows."""
+    ok = _ok(df)
+    if ok.empty:
+        return ""
+    rows, notes = [], []
+    for setup, part in ok.groupby("setup"):
+        meets = part[part.apply(_meets, axis=1)]
+        knee = meets.iloc[-1] if not meets.empty else None
+        beyond = part[part["mean_in_flight"] > knee["mean_in_flight"]] if knee is not None else part
+        rows.append({"setup": setup, "knee (highest load meeting the SLOs)": knee["variant"] if knee is not None
+                     else "none", "tok/s": knee["output_throughput"] if knee is not None else np.nan,
+                     "p99 TTFT ms": knee["p99_ttft_ms"] if knee is not None else np.nan,
+                     "p99 TPOT ms": knee["p99_tpot_ms"] if knee is not None else np.nan,
+                     "breaks at": beyond.iloc[0]["variant"] if not beyond.empty else "-"})
+        low, high = part.iloc[0], part.iloc[-1]
+        if len(part) > 2 and high["max_in_flight"] > low["max_in_flight"] and \
+                high["output_throughput"] < 1.2 * low["output_throughput"] and \
+                high["median_ttft_ms"] > 2 * low["median_ttft_ms"]:
+            notes.append(f"- **{setup}**: from {low['variant']} to {high['variant']} the output throughput grows only "
+                         f"{high['output_throughput'] / low['output_throughput']:.2f}× while the median TTFT grows "
+                         f"{high['median_ttft_ms'] / low['median_ttft_ms']:.1f}×: the requests queue. This server "
+                         "runs about one request at a time; more in flight buys waiting, not throughput.")
+    slo = (f"SLOs: p99 TTFT ≤ {ok[SLO_TTFT].dropna().iloc[0]:g} ms" if SLO_TTFT in ok and ok[SLO_TTFT].notna().any()
+           else "no TTFT SLO") + (f", p99 TPOT ≤ {ok[SLO_TPOT].dropna().iloc[0]:g} ms"
+                                  if SLO_TPOT in ok and ok[SLO_TPOT].notna().any() else ", no TPOT SLO")
+    return "\n".join(["#### Knee", "", f"{slo} (`{SLO_TTFT}`, `{SLO_TPOT}`).", "",
+                      markdown_table(pd.DataFrame(rows)), "", *notes])
+
+
+REPORT = Report(
+    headline=("completed", "failed", "request_throughput", "output_throughput", "median_ttft_ms",
+              "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2el_ms", "request_goodput"),
+    plots=plots,
+    sections=sections,
+)

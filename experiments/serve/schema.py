@@ -1,0 +1,129 @@
+"""Knobs of the serve experiment, under ``serve.*``: each default written once, here.
+
+With ``serve.url`` null the point starts its own server (llama.cpp's, from llama-cpp-python, on a model
+made as the engine experiment makes them): the model knobs act. With a URL they do not; the point
+measures whatever answers there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from experiments.engine.schema import Weights, shape_of
+from experiments.framework.spec import Knobs, knob, require, require_positive
+from experiments.serve.streams import Api
+from infer_core.environment import usable_cpus
+from infer_core.model import ModelShape
+
+KEY = "serve"
+EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "file", "threads", "n_ctx", "models_dir",
+                           "startup_timeout_s"})
+
+
+class Profile(Enum):
+    fixed = "fixed"  # one load level: serve.concurrency and serve.rate
+    sweep = "sweep"  # GuideLLM's sweep: synchronous, then maximum throughput, then rates between them
+
+
+class Lengths(Enum):
+    """How prompt and output lengths vary across requests (seeded)."""
+
+    fixed = "fixed"  # every request the same
+    uniform = "uniform"  # uniform on [len·(1 − spread), len·(1 + spread)] (vLLM's range ratio)
+    lognormal = "lognormal"  # lognormal with mean len and shape sigma = spread (a long tail)
+
+
+@dataclass
+class ServeConfig(Knobs):
+    """A load of streamed requests against one server: the latency and throughput it gives."""
+
+    url: str | None = knob(None, "base URL of a running server (`http://127.0.0.1:11434` for Ollama, "
+                                 "`http://127.0.0.1:8000` for vLLM); null: start llama.cpp's server on a made model")
+    api: Api = knob(Api.openai_completions, "`openai_completions`, `openai_chat` or `ollama_generate`")
+    model_name: str | None = knob(None, "the `model` field of each request; null: the first model the server "
+                                        "lists (required for Ollama)")
+    api_key_env: str | None = knob(None, "name of the environment variable holding the API key (the key itself "
+                                         "is never in a config, row or log)")
+    model: str = knob("tiny", "embedded server: a shape preset, or the name of `serve.shape`")
+    shape: dict[str, Any] = knob({}, "embedded server: a shape of your own (fields as in `engine.shape`)")
+    weights: Weights = knob(Weights.q8_0, "embedded server: storage of the matrices (as `engine.weights`)")
+    file: str | None = knob(None, "embedded server: serve this GGUF file instead of a made model", path=True)
+    threads: int | None = knob(None, "embedded server: llama.cpp threads; null: every CPU this process may use")
+    n_ctx: int | None = knob(None, "embedded server: context size; null: the model's")
+    models_dir: str = knob("outputs/models", "embedded server: where made models are cached", path=True)
+    startup_timeout_s: float = knob(120.0, "embedded server: how long to wait for it to answer")
+    profile: Profile = knob(Profile.fixed, "`fixed`: one load level; `sweep`: synchronous, maximum throughput, "
+                                           "then `n_rates` rates between (as GuideLLM's sweep)")
+    concurrency: int | None = knob(1, "requests in flight at most (closed loop when `rate` is null); null: no cap")
+    rate: float | None = knob(None, "open loop: requests per second (`inf`: all at once); null: closed loop")
+    burstiness: float = knob(1.0, "gamma shape of the arrival gaps: 1 Poisson, < 1 burstier, > 1 more regular")
+    n_rates: int = knob(4, "profile=sweep: rates between the synchronous and the maximum throughput")
+    n_requests: int = knob(32, "requests measured per load level")
+    warmup_requests: int = knob(2, "requests sent first and not measured (they also open the connections)")
+    timeout_s: float = knob(60.0, "a request not answered in full within this many seconds fails")
+    prompt_len: int = knob(64, "prompt tokens (mean)")
+    output_len: int = knob(32, "output tokens asked (mean), as max_tokens with the end of text ignored")
+    lengths: Lengths = knob(Lengths.fixed, "`fixed`, `uniform` or `lognormal` lengths")
+    length_spread: float = knob(0.5, "uniform: half-width as a fraction of the mean; lognormal: sigma")
+    slo_ttft_ms: float | None = knob(1000.0, "SLO on time to first token, for goodput and the knee; null: none")
+    slo_tpot_ms: float | None = knob(100.0, "SLO on time per output token, for goodput and the knee; null: none")
+
+    def __post_init__(self) -> None:
+        require_positive(KEY, self, "n_requests", "n_rates", "prompt_len", "output_len")
+        require_positive(KEY, self, "warmup_requests", minimum=0)
+        for name in ("timeout_s", "startup_timeout_s", "burstiness"):
+            require(getattr(self, name) > 0, f"{KEY}.{name}={getattr(self, name)} must be > 0")
+        require(self.concurrency is None or self.concurrency >= 1,
+                f"{KEY}.concurrency={self.concurrency} must be >= 1, or null for no cap")
+        require(self.rate is None or self.rate > 0, f"{KEY}.rate={self.rate} must be > 0 (inf: all at once), or null")
+        if self.lengths is Lengths.uniform:
+            require(0 <= self.length_spread < 1, f"{KEY}.length_spread={self.length_spread} must be in [0, 1) for "
+                                                 "uniform lengths")
+        if self.lengths is Lengths.lognormal:
+            require(self.length_spread > 0, f"{KEY}.length_spread={self.length_spread} must be > 0 (the sigma)")
+        for name in ("slo_ttft_ms", "slo_tpot_ms"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"{KEY}.{name}={value} must be > 0, or null")
+        if self.url is None:
+            require(self.api is not Api.ollama_generate, f"{KEY}.api=ollama_generate needs {KEY}.url: the embedded "
+                                                         "llama.cpp server speaks the OpenAI API")
+            cpus = usable_cpus()
+            require(self.threads is None or 1 <= self.threads <= cpus,
+                    f"{KEY}.threads={self.threads} must be between 1 and {cpus}, or null")
+            require(self.n_ctx is None or self.n_ctx >= 1, f"{KEY}.n_ctx={self.n_ctx} must be >= 1, or null")
+            if self.file is None:
+                self.model_shape  # noqa: B018 (an unknown shape is refused here, before anything runs)
+        else:
+            require(self.url.startswith(("http://", "https://")), f"{KEY}.url={self.url!r} must start with "
+                                                                   "http:// or https://")
+            require(self.api is not Api.ollama_generate or self.model_name is not None,
+                    f"{KEY}.api=ollama_generate needs {KEY}.model_name (the model Ollama should run)")
+
+    def inactive(self) -> frozenset[str]:
+        skip = set(EMBEDDED_ONLY) if self.url is not None else set()
+        if self.url is None:
+            skip |= {"file"} if self.file is None else {"model", "shape", "weights"}
+        if not self.shape:
+            skip.add("shape")
+        if self.profile is Profile.sweep:
+            skip |= {"concurrency", "rate", "burstiness"}
+        else:
+            skip.add("n_rates")
+            if self.rate is None or math.isinf(self.rate):
+                skip.add("burstiness")
+        if self.lengths is Lengths.fixed:
+            skip.add("length_spread")
+        if self.api_key_env is None:
+            skip.add("api_key_env")
+        return frozenset(skip)
+
+    @property
+    def model_shape(self) -> ModelShape:
+        return shape_of(KEY, self.model, self.shape)
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads or usable_cpus()

@@ -1,0 +1,80 @@
+"""The requests of a load level: seeded lengths, prompts of a known token count, arrival times.
+
+Prompts are random lowercase words, different from the first character on (a server that caches
+prompt prefixes, as llama.cpp and vLLM do, must not find one). With the server's tokenizer at hand
+(the embedded server: its model file) a prompt is cut to exactly the drawn number of tokens; without
+it (a URL) a prompt has that many words and the server's own count is taken from its usage report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from experiments.serve.client import Request
+from experiments.serve.schema import Lengths
+
+Counter = Callable[[str], int]  # a prompt's token count as the server will count it
+
+
+def draw_lengths(rng: np.random.Generator, mean: int, lengths: Lengths, spread: float, n: int) -> np.ndarray:
+    """``n`` lengths >= 1 around ``mean``: fixed, uniform on mean·[1 − spread, 1 + spread], or lognormal
+    with that mean and sigma ``spread``."""
+    if lengths is Lengths.fixed:
+        out = np.full(n, mean)
+    elif lengths is Lengths.uniform:
+        out = rng.integers(round(mean * (1 - spread)), round(mean * (1 + spread)) + 1, n)
+    else:
+        out = np.rint(rng.lognormal(math.log(mean) - spread**2 / 2, spread, n))
+    return np.maximum(out, 1).astype(np.int64)
+
+
+def arrivals(rng: np.random.Generator, n: int, rate: float | None, burstiness: float) -> np.ndarray:
+    """When each request is due, in seconds: all at 0 for ``rate`` null or inf; else gamma gaps of shape
+    ``burstiness`` and mean 1/rate (a Poisson process for 1), scaled so the last is due at n / rate, as
+    vLLM's benchmark does (``get_request``)."""
+    if rate is None or math.isinf(rate):
+        return np.zeros(n)
+    due = np.cumsum(rng.gamma(burstiness, 1.0 / (rate * burstiness), n))
+    return due * (n / rate) / due[-1]
+
+
+def words(rng: np.random.Generator, n: int) -> str:
+    """``n`` random lowercase words of 2 to 7 letters."""
+    letters = rng.integers(0, 26, (n, 7))
+    sizes = rng.integers(2, 8, n)
+    return " ".join("".join(chr(97 + c) for c in row[:k]) for row, k in zip(letters, sizes, strict=True))
+
+
+def prompt(rng: np.random.Generator, n_tokens: int, count: Counter | None) -> tuple[str, int | None]:
+    """A prompt of ``n_tokens`` tokens by ``count`` (the longest prefix of random words that does not exceed
+    it; the count is exact unless the tokenizer jumps past it), or of ``n_tokens`` words, count unknown."""
+    if count is None:
+        return words(rng, n_tokens), None
+    text = words(rng, n_tokens)
+    while count(text) < n_tokens:
+        text += " " + words(rng, n_tokens)
+    lo, hi = 1, len(text)  # the longest prefix with count <= n_tokens
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if count(text[:mid]) <= n_tokens else (lo, mid - 1)
+    text, have = text[:lo].rstrip(), count(text[:lo].rstrip())
+    for letter in rng.integers(0, 26, 16):  # a space may cost several tokens: make up the rest with letters
+        if have >= n_tokens:
+            break
+        longer = text + chr(97 + letter)
+        if (c := count(longer)) <= n_tokens:
+            text, have = longer, c
+    return text, have
+
+
+def requests(rng: np.random.Generator, prompt_lens: np.ndarray, output_lens: np.ndarray, due: np.ndarray,
+             count: Counter | None, first: int = 0) -> list[Request]:
+    """One request per length pair, numbered from ``first``."""
+    out = []
+    for i, (p, o, t) in enumerate(zip(prompt_lens, output_lens, due, strict=True)):
+        text, known = prompt(rng, int(p), count)
+        out.append(Request(first + i, text, known, int(o), float(t)))
+    return out
