@@ -75,14 +75,14 @@ def run(cfg: ServeConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         common: dict = {}
         server: EmbeddedServer | None = None
         count = None
-        extra: dict = {"ignore_eos": True}
+        extra: dict = {"ignore_eos": True} if cfg.ignore_eos else {}
         name = cfg.model_name
         if cfg.url is None:
             path, reused = model_file(cfg, seed)
             shape, _ = read_model(path, KEY)
             n_ctx = cfg.n_ctx or shape.context
-            count, banned = probe.vocabulary(path)
-            extra["logit_bias"] = {str(i): -100 for i in banned}
+            count, banned, eos = probe.vocabulary(path)
+            extra["logit_bias"] = {str(i): -100 for i in banned if cfg.ignore_eos or i != eos}
             name = name or path.stem
             server = stack.enter_context(EmbeddedServer(path, name, n_ctx, cfg.n_threads, cfg.startup_timeout_s))
             common |= {"model_reused": reused}
@@ -107,6 +107,8 @@ def run(cfg: ServeConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         results = []
         for i, level in enumerate(levels):
             results.append(_level(ep, cfg, level, rng, count, server, common, first=i * cfg.n_requests))
+            if server is not None and server.exit_code() is not None:
+                break  # the levels left would only fail to connect
             if cfg.profile is Profile.sweep and i == 1:
                 if any(r.status != "ok" for r in results):
                     break

@@ -31,9 +31,10 @@ class Unreachable(RuntimeError):
     """The server did not answer the probe: the point fails with this one line."""
 
 
-def vocabulary(path: Path) -> tuple[Counter, list[int]]:
-    """The model's tokenizer, as a prompt token counter (the server adds BOS as it does), and the tokens that
-    do not decode to printable text by themselves (control tokens, end of text, partial UTF-8 bytes)."""
+def vocabulary(path: Path) -> tuple[Counter, list[int], int]:
+    """The model's tokenizer, as a prompt token counter (the server adds BOS as it does), the tokens that
+    do not decode to printable text by themselves (control tokens, end of text, partial UTF-8 bytes), and
+    the end-of-text token."""
     import llama_cpp
     from llama_cpp._utils import suppress_stdout_stderr
 
@@ -48,7 +49,7 @@ def vocabulary(path: Path) -> tuple[Counter, list[int]]:
             continue
         if not text or not text.isprintable():
             banned.append(token)
-    return (lambda text: len(llm.tokenize(text.encode(), add_bos=True, special=True))), banned
+    return (lambda text: len(llm.tokenize(text.encode(), add_bos=True, special=True))), banned, llm.token_eos()
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> dict | None:

@@ -66,6 +66,8 @@ class ServeConfig(Knobs):
     timeout_s: float = knob(60.0, "a request not answered in full within this many seconds fails")
     prompt_len: int = knob(64, "prompt tokens (mean)")
     output_len: int = knob(32, "output tokens asked (mean), as max_tokens with the end of text ignored")
+    ignore_eos: bool = knob(True, "ask the server to ignore the end of text (`ignore_eos`: vLLM, llama.cpp), so "
+                                  "answers run to max_tokens; the embedded server also bans it by logit_bias")
     lengths: Lengths = knob(Lengths.fixed, "`fixed`, `uniform` or `lognormal` lengths")
     length_spread: float = knob(0.5, "uniform: half-width as a fraction of the mean; lognormal: sigma")
     slo_ttft_ms: float | None = knob(1000.0, "SLO on time to first token, for goodput and the knee; null: none")
