@@ -107,6 +107,7 @@ def identify(ep: Endpoint, cfg: ServeConfig, rng: np.random.Generator, count: Co
 
         ident["server_version"] = f"llama-cpp-python {llama_cpp.__version__}"
     if known is not None and ident["probe_prompt_tokens"] not in (None, known):
-        log.warning("the server counts %s prompt tokens where the model's tokenizer counts %d",
-                    ident["probe_prompt_tokens"], known)
+        log.warning("the server counts %s prompt tokens where the model's tokenizer counts %d%s",
+                    ident["probe_prompt_tokens"], known,
+                    " (the chat template adds its own)" if cfg.api is Api.openai_chat else "")
     return ep, ident
