@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from experiments import engine, kv_cache, machine, matmul, quantization, serve
+from experiments import attention, engine, kv_cache, machine, matmul, quantization, serve
 from experiments.framework.spec import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e for e in (kv_cache.EXPERIMENT, quantization.EXPERIMENT, matmul.EXPERIMENT, machine.EXPERIMENT,
-                        engine.EXPERIMENT, serve.EXPERIMENT)
+                        engine.EXPERIMENT, serve.EXPERIMENT, attention.EXPERIMENT)
 }

@@ -108,11 +108,11 @@ def sections(df: pd.DataFrame) -> str:
                      "p99 TPOT ms": knee["p99_tpot_ms"] if knee is not None else np.nan,
                      "breaks at": beyond.iloc[0]["variant"] if not beyond.empty else "-"})
         low, high = part.iloc[0], part.iloc[-1]
-        if len(part) > 2 and high["max_in_flight"] > low["max_in_flight"] and \
-                high["output_throughput"] < 1.2 * low["output_throughput"] and \
-                high["median_ttft_ms"] > 2 * low["median_ttft_ms"]:
-            notes.append(f"- **{setup}**: from {low['variant']} to {high['variant']} the output throughput grows only "
-                         f"{high['output_throughput'] / low['output_throughput']:.2f}× while the median TTFT grows "
+        crowd = high["mean_in_flight"] / low["mean_in_flight"] if len(part) > 2 else 0.0
+        more = high["output_throughput"] / low["output_throughput"]
+        if crowd > 2 and more < crowd / 2 and high["median_ttft_ms"] > 2 * low["median_ttft_ms"]:
+            notes.append(f"- **{setup}**: from {low['variant']} to {high['variant']} the requests in flight grow "
+                         f"{crowd:.1f}× but the output throughput only {more:.2f}×, while the median TTFT grows "
                          f"{high['median_ttft_ms'] / low['median_ttft_ms']:.1f}×: the requests queue. This server "
                          "runs about one request at a time; more in flight buys waiting, not throughput.")
     slo = (f"SLOs: p99 TTFT ≤ {ok[SLO_TTFT].dropna().iloc[0]:g} ms" if SLO_TTFT in ok and ok[SLO_TTFT].notna().any()
