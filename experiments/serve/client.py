@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import math
 import time
@@ -179,5 +180,14 @@ async def drive(ep: Endpoint, requests: list[Request], concurrency: int | None,
 
 def run_load(ep: Endpoint, requests: list[Request], concurrency: int | None,
              warmup: list[Request] = ()) -> tuple[list[Outcome], float, list[Outcome]]:
-    """:func:`drive` in a fresh event loop."""
-    return asyncio.run(drive(ep, requests, concurrency, warmup))
+    """:func:`drive` in a fresh event loop, with the garbage collector off (as the timing harness has it, and
+    vLLM's benchmark freezes it): a collection of a large heap would stall every stream for milliseconds."""
+    enabled = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    try:
+        return asyncio.run(drive(ep, requests, concurrency, warmup))
+    finally:
+        if enabled:
+            gc.enable()
+        gc.unfreeze()
