@@ -117,8 +117,8 @@ async def send(session: aiohttp.ClientSession, ep: Endpoint, req: Request, start
             sent = stamp["sent"]
             out.send_s = sent - began
             if resp.status != 200:
-                body = " ".join((await resp.text(errors="replace"))[:120].split())
-                out.error = f"HTTP {resp.status} {resp.reason or ''}: {body}".strip()
+                said = " ".join((await resp.text(errors="replace"))[:120].split())
+                out.error = f"HTTP {resp.status} {resp.reason or ''}: {said}".strip()
                 return out
             async for data in resp.content.iter_any():
                 out.chunks_s += [time.perf_counter() - sent] * parser.feed(data)
