@@ -139,13 +139,14 @@ def programmed(out: Outcome, ttft_ms: float, itl_ms: float, k: int) -> tuple[flo
     return ttft_ms, [k * itl_ms] * (n_chunks - 1), ttft_ms + (n_chunks - 1) * k * itl_ms
 
 
-@pytest.mark.parametrize(("concurrency", "k", "n_requests"), [(1, 1, 100), (1, 4, 100), (16, 1, 480), (16, 4, 480)])
+@pytest.mark.parametrize(("concurrency", "k", "n_requests"), [(1, 1, 100), (1, 4, 100), (16, 1, 960), (16, 4, 960)])
 def test_measured_latencies_agree_with_the_programmed_ones(concurrency, k, n_requests):
     """TTFT, ITL and E2EL within 1 ms at p50 and 3 ms at p99 of what the server was told to do.
 
     At concurrency 16 the requests arrive at Poisson times at the rate that keeps about 16 in flight, capped
     at 16: a closed loop would start 16 at the same instant, and on these 2 cores the client then stamps the
-    last of 16 simultaneous first chunks 2-4 ms late (its own queue, not the server's)."""
+    last of 16 simultaneous first chunks 2-4 ms late (its own queue, not the server's). 960 requests: a stall of
+    the VM delays every stream in flight at once, and the p99 of fewer requests was one such stall."""
     ttft_ms, itl_ms = 20.0, 5.0
     rng = np.random.default_rng(0)
     lengths = rng.integers(8, 17 if concurrency == 1 else 49, n_requests)
