@@ -134,8 +134,9 @@ def run(cfg: AttnConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        if (traffic.reads, traffic.writes) != _closed_form(cfg):
-            raise RuntimeError(f"counted traffic {traffic.reads, traffic.writes} != closed form {_closed_form(cfg)}")
+        closed = _closed_form(cfg)
+        if (traffic.reads, traffic.writes) != closed:
+            raise RuntimeError(f"counted traffic {traffic.reads, traffic.writes} != closed form {closed}")
         err, rel = check_rows(cfg, q, k, v, out, rng)
         del out
         start = time.perf_counter()
@@ -154,7 +155,7 @@ def run(cfg: AttnConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         m["fast_memory_elements"] = fast_memory(d, cfg.block_q, cfg.block_k)
         m["formula_elements"] = flash_formula(h, n, d, cfg.block_q, cfg.block_k)
     else:
-        m["formula_elements"] = sum(_closed_form(cfg)) if cfg.phase is Phase.decode else h * (n * d + n * n)
+        m["formula_elements"] = sum(closed) if cfg.phase is Phase.decode else h * (n * d + n * n)
     return [result]
 
 

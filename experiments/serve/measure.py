@@ -25,7 +25,7 @@ from experiments.serve import metrics, probe
 from experiments.serve.client import Endpoint, run_load
 from experiments.serve.schema import KEY, Profile, ServeConfig
 from experiments.serve.server import EmbeddedServer
-from experiments.serve.workload import arrivals, draw_lengths, requests
+from experiments.serve.workload import Counter, arrivals, draw_lengths, requests
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def run(cfg: ServeConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         return results
 
 
-def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generator, count: probe.Counter | None,
+def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generator, count: Counter | None,
            server: EmbeddedServer | None, common: dict, first: int) -> VariantResult:
     n = cfg.n_requests + cfg.warmup_requests  # lengths are drawn for all, so the first checks the context
     prompts = draw_lengths(rng, cfg.prompt_len, cfg.lengths, cfg.length_spread, n)

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -21,10 +20,9 @@ from experiments.serve.client import Endpoint, Request
 from experiments.serve.schema import KEY, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.streams import Api
-from experiments.serve.workload import prompt
+from experiments.serve.workload import Counter, prompt
 
 log = logging.getLogger(__name__)
-Counter = Callable[[str], int]
 
 
 class Unreachable(RuntimeError):
