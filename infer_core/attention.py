@@ -15,6 +15,7 @@ only in what they keep, never in how they attend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,6 +39,7 @@ class DecoderShape:
     n_kv_heads: int | None = None
     n_layers: int = 1
     dtype: str = "float32"
+    d_ffn: int = 0  # width of a SwiGLU feed-forward after the attention of each block; 0: none
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -45,6 +47,8 @@ class DecoderShape:
         for name in ("d_model", "n_heads", "n_kv_heads", "n_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.d_ffn < 0:
+            raise ValueError(f"d_ffn={self.d_ffn} must be >= 0")
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}"
@@ -78,10 +82,13 @@ class DecoderShape:
 @dataclass
 class Layer:
     """Weights of one block: fused ``w_qkv`` (d, d + 2 d_kv; the query block carries the
-    1/sqrt(d_head) attention scale) and ``w_o`` (d, d)."""
+    1/sqrt(d_head) attention scale) and ``w_o`` (d, d); with a feed-forward, ``w_up`` (d, 2 d_ffn: gate
+    then up) and ``w_down`` (d_ffn, d)."""
 
     w_qkv: np.ndarray
     w_o: np.ndarray
+    w_up: np.ndarray | None = None
+    w_down: np.ndarray | None = None
 
 
 class KVCache(Protocol):
@@ -102,10 +109,9 @@ class Decoder:
 
     def astype(self, dtype: str) -> Decoder:
         """The same weights in another dtype (e.g. float64 for a reference)."""
-        shape = DecoderShape(
-            self.shape.d_model, self.shape.n_heads, self.shape.n_kv_heads, self.shape.n_layers, dtype
-        )
-        layers = [Layer(lay.w_qkv.astype(dtype), lay.w_o.astype(dtype)) for lay in self.layers]
+        shape = dataclasses.replace(self.shape, dtype=dtype)
+        layers = [Layer(*(None if w is None else w.astype(dtype) for w in (lay.w_qkv, lay.w_o, lay.w_up, lay.w_down)))
+                  for lay in self.layers]
         return Decoder(shape, layers)
 
 
@@ -122,7 +128,12 @@ def init_decoder(shape: DecoderShape, rng: np.random.Generator) -> Decoder:
         w_qkv = rng.standard_normal((d, d + 2 * shape.d_kv), dtype=dtype) * scale
         w_qkv[:, :d] *= dtype.type(1.0 / np.sqrt(shape.d_head))
         w_o = rng.standard_normal((d, d), dtype=dtype) * scale
-        layers.append(Layer(w_qkv, w_o))
+        if shape.d_ffn:
+            w_up = rng.standard_normal((d, 2 * shape.d_ffn), dtype=dtype) * scale
+            w_down = rng.standard_normal((shape.d_ffn, d), dtype=dtype) * dtype.type(1.0 / np.sqrt(shape.d_ffn))
+            layers.append(Layer(w_qkv, w_o, w_up, w_down))
+        else:
+            layers.append(Layer(w_qkv, w_o))
     return Decoder(shape, layers)
 
 
@@ -151,6 +162,14 @@ def attend(e: np.ndarray, vt: np.ndarray) -> np.ndarray:
     o = e @ vt.swapaxes(-1, -2)
     o /= np.add.reduce(e, axis=-1, keepdims=True)
     return o
+
+
+def feed_forward(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """``x`` plus the block's SwiGLU feed-forward of ``rms_norm(x)`` (``x`` itself without one): (..., d_model)."""
+    if layer.w_up is None:
+        return x
+    gate, up = np.split(rms_norm(x) @ layer.w_up, 2, axis=-1)
+    return x + (gate / (1 + np.exp(-gate)) * up) @ layer.w_down
 
 
 @lru_cache(maxsize=4)
@@ -200,7 +219,7 @@ def forward(model: Decoder, x: np.ndarray, cache: KVCache | None = None) -> np.n
         kv = kv.reshape(b, 2, hkv, dh, t) if cache is None else cache.append(i, kv)  # (B, 2, Hkv, d_head, L)
         o = causal_attention(q, kv[:, 0], kv[:, 1], offset=kv.shape[-1] - t)
         o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
-        x = x + (o @ layer.w_o).reshape(b, t, d)
+        x = feed_forward(layer, x + (o @ layer.w_o).reshape(b, t, d))
     return x
 
 
@@ -221,5 +240,8 @@ def decode_step(model: Decoder, x: np.ndarray, cache: KVCache, out: np.ndarray |
         qkv = np.dot(rms_norm(x), layer.w_qkv)  # (B, d + 2 d_kv)
         kv = cache.append(i, qkv[:, d:, None])  # the token's column in; (B, 2, Hkv, d_head, L) out
         o = attend(qkv[:, :d].reshape(heads) @ kv[:, 0], kv[:, 1])  # (B, Hkv, G, d_head)
-        x = np.add(x, np.dot(o.reshape(b, d), layer.w_o), out=out if i == last else None)
+        x = feed_forward(layer, np.add(x, np.dot(o.reshape(b, d), layer.w_o), out=out if i == last else None))
+    if out is not None and x is not out:  # the last block's feed-forward made a new array
+        out[...] = x
+        return out
     return x

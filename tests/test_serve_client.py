@@ -11,10 +11,10 @@ import pytest
 
 from experiments.serve.client import Endpoint, Outcome, Request, run_load
 from experiments.serve.metrics import max_in_flight, summarize
-from experiments.serve.schema import Lengths
 from experiments.serve.scripted import spawn
 from experiments.serve.streams import Api, MalformedStream, parser_for
-from experiments.serve.workload import arrivals, draw_lengths, prompt
+from experiments.serve.workload import prompt
+from infer_core.traces import Lengths, arrivals, draw_lengths
 
 
 def sse(*objs: object) -> bytes:

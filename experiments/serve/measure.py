@@ -25,7 +25,8 @@ from experiments.serve import metrics, probe
 from experiments.serve.client import Endpoint, run_load
 from experiments.serve.schema import KEY, Profile, ServeConfig
 from experiments.serve.server import EmbeddedServer
-from experiments.serve.workload import Counter, arrivals, draw_lengths, requests
+from experiments.serve.workload import Counter, requests
+from infer_core.traces import arrivals, draw_lengths
 
 log = logging.getLogger(__name__)
 

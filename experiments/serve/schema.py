@@ -17,6 +17,7 @@ from experiments.framework.spec import Knobs, knob, require, require_positive
 from experiments.serve.streams import Api
 from infer_core.environment import usable_cpus
 from infer_core.model import ModelShape
+from infer_core.traces import Lengths
 
 KEY = "serve"
 EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "file", "threads", "n_ctx", "models_dir",
@@ -26,14 +27,6 @@ EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "file", "threads", "n_ct
 class Profile(Enum):
     fixed = "fixed"  # one load level: serve.concurrency and serve.rate
     sweep = "sweep"  # GuideLLM's sweep: synchronous, then maximum throughput, then rates between them
-
-
-class Lengths(Enum):
-    """How prompt and output lengths vary across requests (seeded)."""
-
-    fixed = "fixed"  # every request the same
-    uniform = "uniform"  # uniform on [len·(1 − spread), len·(1 + spread)] (vLLM's range ratio)
-    lognormal = "lognormal"  # lognormal with mean len and shape sigma = spread (a long tail)
 
 
 @dataclass

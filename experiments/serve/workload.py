@@ -8,37 +8,13 @@ it (a URL) a prompt has that many words and the server's own count is taken from
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 
 from experiments.serve.client import Request
-from experiments.serve.schema import Lengths
 
 Counter = Callable[[str], int]  # a prompt's token count as the server will count it
-
-
-def draw_lengths(rng: np.random.Generator, mean: int, lengths: Lengths, spread: float, n: int) -> np.ndarray:
-    """``n`` lengths >= 1 around ``mean``: fixed, uniform on mean·[1 − spread, 1 + spread], or lognormal
-    with that mean and sigma ``spread``."""
-    if lengths is Lengths.fixed:
-        out = np.full(n, mean)
-    elif lengths is Lengths.uniform:
-        out = rng.integers(round(mean * (1 - spread)), round(mean * (1 + spread)) + 1, n)
-    else:
-        out = np.rint(rng.lognormal(math.log(mean) - spread**2 / 2, spread, n))
-    return np.maximum(out, 1).astype(np.int64)
-
-
-def arrivals(rng: np.random.Generator, n: int, rate: float | None, burstiness: float) -> np.ndarray:
-    """When each request is due, in seconds: all at 0 for ``rate`` null or inf; else gamma gaps of shape
-    ``burstiness`` and mean 1/rate (a Poisson process for 1), scaled so the last is due at n / rate, as
-    vLLM's benchmark does (``get_request``)."""
-    if rate is None or math.isinf(rate):
-        return np.zeros(n)
-    due = np.cumsum(rng.gamma(burstiness, 1.0 / (rate * burstiness), n))
-    return due * (n / rate) / due[-1]
 
 
 def words(rng: np.random.Generator, n: int) -> str:
