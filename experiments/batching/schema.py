@@ -1,0 +1,99 @@
+"""Knobs of the batching experiment, under ``batch.*``: each default written once, here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from experiments.framework.spec import Knobs, knob, require, require_positive
+from infer_core.attention import DecoderShape
+from infer_core.environment import usable_cpus
+from infer_core.scheduler import Policy, Preempt
+from infer_core.traces import Lengths
+
+KEY = "batch"
+
+
+class Cost(Enum):
+    measured = "measured"  # run every iteration for real, on the wall clock
+    model = "model"  # replay the same schedule on a per-iteration cost fitted from measured iterations
+
+
+@dataclass
+class BatchConfig(Knobs):
+    """A request trace served by a NumPy engine loop over a paged KV cache, static or continuous batching."""
+
+    policy: Policy = knob(Policy.continuous, "`static` (a batch runs until its longest request ends) or "
+                                             "`continuous` (admit and retire at every iteration)")
+    max_batch: int = knob(8, "requests in a batch at most (static: the batch size)")
+    rate: float | None = knob(None, "Poisson arrivals, requests per second; null or inf: all at once")
+    burstiness: float = knob(1.0, "gamma shape of the arrival gaps: 1 Poisson, < 1 burstier")
+    n_requests: int = knob(128, "requests in the trace")
+    prompt_len: int = knob(16, "mean prompt tokens")
+    output_len: int = knob(48, "mean output tokens")
+    lengths: Lengths = knob(Lengths.lognormal, "`fixed`, `uniform` or `lognormal` lengths around the means")
+    spread: float = knob(1.0, "lognormal sigma, or the uniform half-width as a share of the mean")
+    max_len: int = knob(1024, "longest sequence: prompts and outputs are cut to fit it")
+    d_model: int = knob(1024, "model width")
+    n_layers: int = knob(1, "blocks (attention, then a SwiGLU feed-forward)")
+    n_heads: int = knob(16, "query heads")
+    n_kv_heads: int = knob(4, "KV heads (GQA)")
+    d_ffn: int = knob(2816, "feed-forward width (0: none)")
+    block_size: int = knob(16, "tokens per KV block")
+    num_blocks: int | None = knob(None, "KV blocks in the pool: the budget (null: room for max_batch sequences of "
+                                        "max_len, no preemption)")
+    preempt: Preempt = knob(Preempt.recompute, "when blocks run out: `recompute` (free, prefill again later) or "
+                                               "`swap` (copy to the host pool and back)")
+    swap_blocks: int = knob(0, "preempt=swap: blocks the host pool holds (past them a preemption recomputes)")
+    chunk: int | None = knob(None, "prompt tokens prefilled per iteration at most (chunked prefill); null: whole")
+    cost: Cost = knob(Cost.measured, "`measured`: real decode steps; `model`: the schedule replayed on a cost "
+                                     "fitted from measured steps of a calibration trace")
+    calibration_requests: int = knob(32, "cost=model: requests of the calibration trace (the same distribution, "
+                                         "the next seed), run for real under both policies")
+    check_requests: int = knob(4, "measured: requests whose every output is checked against a full causal pass")
+    threads: int | None = knob(None, "BLAS threads; null: every CPU this process may use")
+
+    def __post_init__(self) -> None:
+        require_positive(KEY, self, "max_batch", "n_requests", "prompt_len", "output_len", "d_model", "n_layers",
+                         "n_heads", "n_kv_heads", "block_size", "calibration_requests")
+        require_positive(KEY, self, "max_len", minimum=2)
+        require_positive(KEY, self, "d_ffn", "swap_blocks", "check_requests", minimum=0)
+        require(self.rate is None or self.rate > 0, f"{KEY}.rate={self.rate} must be > 0 (inf: all at once), or null")
+        require(self.burstiness > 0, f"{KEY}.burstiness={self.burstiness} must be > 0")
+        require(self.spread >= 0 and (self.lengths is not Lengths.uniform or self.spread < 1),
+                f"{KEY}.spread={self.spread} must be >= 0 (and < 1 for uniform lengths)")
+        require(self.chunk is None or self.chunk >= 1, f"{KEY}.chunk={self.chunk} must be >= 1, or null")
+        try:
+            DecoderShape(self.d_model, self.n_heads, self.n_kv_heads, self.n_layers, d_ffn=self.d_ffn)
+        except ValueError as exc:
+            raise_bad(str(exc))
+        need = math.ceil(self.max_len / self.block_size)
+        require(self.num_blocks is None or self.num_blocks >= need,
+                f"{KEY}.num_blocks={self.num_blocks} must be >= {need}: one sequence of {KEY}.max_len={self.max_len} "
+                f"tokens in blocks of {self.block_size}")
+        cpus = usable_cpus()
+        require(self.threads is None or 1 <= self.threads <= cpus,
+                f"{KEY}.threads={self.threads} must be between 1 and {cpus}, the CPUs this process may use, or null")
+
+    def inactive(self) -> frozenset[str]:
+        skip = set()
+        if self.rate is None or math.isinf(self.rate):
+            skip.add("burstiness")
+        if self.preempt is Preempt.recompute:
+            skip.add("swap_blocks")
+        skip.add("check_requests" if self.cost is Cost.model else "calibration_requests")
+        return frozenset(skip)
+
+    @property
+    def shape(self) -> DecoderShape:
+        return DecoderShape(self.d_model, self.n_heads, self.n_kv_heads, self.n_layers, d_ffn=self.d_ffn)
+
+    @property
+    def pool_blocks(self) -> int:
+        return self.num_blocks or self.max_batch * math.ceil(self.max_len / self.block_size)
+
+
+def raise_bad(message: str) -> None:
+    """A model-shape error, named under ``batch.*``."""
+    require(False, f"{KEY}: {message}")
