@@ -16,7 +16,8 @@ from infer_core.paged import PagedKVCache, Swapped, paged_decode_step, paged_for
 from infer_core.scheduler import Iteration, Request, WallClock
 
 #: Features of an iteration, in :meth:`Iteration.features` order.
-FEATURES = ("intercept", "decode_seqs", "decode_context", "prefill_tokens", "prefill_pairs", "prefill_pieces")
+FEATURES = ("intercept", "decode_seqs", "decode_single", "decode_context", "prefill_tokens", "prefill_pairs",
+            "prefill_pieces")
 
 
 class NumpyExecutor(WallClock):
@@ -102,7 +103,7 @@ class CostModel:
         self.now = max(self.now, when)
 
     def run(self, it: Iteration) -> None:
-        self.now += self.predict(it.features())
+        self.now += self.predict(it.features())  # the whole iteration's cost, scheduling included (as fitted)
 
     def start(self, r: Request) -> None:
         pass

@@ -66,11 +66,12 @@ class Iteration:
     contexts: list[int] = field(default_factory=list)
 
     def features(self) -> np.ndarray:
-        """What the cost model is fitted on: 1, decoded sequences, their context tokens, prefill tokens, prefill
-        (query, key) pairs, prefill pieces."""
+        """What the cost model is fitted on: 1, decoded sequences, 1 if exactly one (its projections are
+        matrix-vector products, whose cost differs from the matrix-matrix ones of a batch), their context
+        tokens, prefill tokens, prefill (query, key) pairs, prefill pieces."""
         pairs = sum(t * (s + t) for _, s, t in self.prefill)
-        return np.array([1.0, len(self.decode), sum(self.contexts), sum(t for _, _, t in self.prefill), pairs,
-                         len(self.prefill)])
+        return np.array([1.0, len(self.decode), float(len(self.decode) == 1), sum(self.contexts),
+                         sum(t for _, _, t in self.prefill), pairs, len(self.prefill)])
 
 
 class Executor(Protocol):
@@ -129,7 +130,7 @@ def serve(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, tables: B
     pending, waiting, running = deque(sorted(reqs, key=lambda r: r.arrival)), deque(), []
     out = Outcome(reqs)
     while pending or waiting or running:
-        now = ex.clock()
+        now = began = ex.clock()
         while pending and pending[0].arrival <= now:
             waiting.append(pending.popleft())
         if policy is Policy.continuous or not running:
@@ -144,12 +145,10 @@ def serve(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, tables: B
         _prefill(it, running, chunk)
         _decode(it, running, waiting, tables, ex, preempt, swap_blocks, out)
         out.peak_blocks = max(out.peak_blocks, tables.num_blocks - tables.num_free)
-        start = ex.clock()
         ex.run(it)
         now = ex.clock()
         out.iterations += 1
         out.batch_sizes.append(len(it.decode))
-        out.steps.append((it.features(), now - start))
         for r in [p for p, s, t in it.prefill if s + t == p.target] + it.decode:
             if r.finish is not None:
                 continue  # padding
@@ -162,6 +161,7 @@ def serve(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, tables: B
         if policy is Policy.static and all(r.finish is not None for r in running):
             for r in list(running):
                 _retire(r, running, tables, ex)
+        out.steps.append((it.features(), ex.clock() - began))  # the whole iteration: scheduling included
     return out
 
 

@@ -145,7 +145,7 @@ def test_a_tight_block_budget_preempts_and_loses_no_request(policy, preempt):
 
 def test_static_batching_waits_for_the_longest_and_continuous_refills_on_a_unit_cost():
     """One unit of time per iteration: the schedule is exact. Outputs 1, 4, 2 tokens, batches of 2."""
-    unit = CostModel(np.array([1.0, 0, 0, 0, 0, 0]))
+    unit = CostModel(np.array([1.0, 0, 0, 0, 0, 0, 0]))
     arrival, prompt, output = np.zeros(3), np.array([4, 4, 4]), np.array([1, 4, 2])
     static = serve(arrival, prompt, output, BlockTables(10, 4), unit, Policy.static, max_batch=2)
     # requests 0 and 1 prefill at t=1 (0 is done); 1 decodes t=2..4; request 2 starts after: prefill 5, decode 6
