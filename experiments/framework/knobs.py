@@ -45,14 +45,19 @@ def config_columns(key: str, schema: type) -> list[str]:
 def knob_table(key: str, schema: type) -> str:
     """A Markdown table of the knobs of ``schema`` under ``key``."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | `{d}` | {m} |" for k, d, m in knobs(key, schema)]
+    lines += [f"| `{k}` | `{d}` | {cell(m)} |" for k, d, m in knobs(key, schema)]
     return "\n".join(lines) + "\n"
+
+
+def cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell: a bare ``|`` (as in ``max |x|``) would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def column_table(columns: Iterable[Column]) -> str:
     """A Markdown table of metric columns."""
     lines = ["| column | unit | meaning |", "|---|---|---|"]
-    lines += [f"| `{c.name}` | {c.unit} | {c.meaning} |" for c in columns]
+    lines += [f"| `{c.name}` | {c.unit} | {cell(c.meaning)} |" for c in columns]
     return "\n".join(lines) + "\n"
 
 
