@@ -1,10 +1,14 @@
-"""Gather the ``results.csv`` of one or more sweeps into plots and a Markdown report.
+"""Gather the ``results.csv`` of one or more sweeps into plots and a Markdown report, or compare sweeps.
 
     python experiments/report.py                          # the newest sweep under outputs/sweeps
     python experiments/report.py outputs/sweeps/NAME --out my_report
+    python experiments/report.py compare A B [C ...] [--labels a,b] [--threshold 10%] [--fail-above 10%]
 
-Writes ``<out>/results.csv`` (every row, concatenated), each experiment's PNGs and
-``<out>/report.md``. Default ``<out>``: ``<first folder>/report``.
+A report writes ``<out>/results.csv`` (every row, concatenated), each experiment's PNGs and
+``<out>/report.md``; default ``<out>``: ``<first folder>/report``. A comparison pairs the points of each
+later sweep with the first's and writes ``compare.md``, ``compare.csv`` and ``compare_ratios.png``; default
+``<out>``: ``<last folder>/compare``. With ``--fail-above`` it exits 2 when a point is significantly slower
+by more than that, listing those points.
 """
 
 from __future__ import annotations
@@ -29,7 +33,59 @@ SWEEPS = Path("outputs/sweeps")
 MACHINE_FILE = Path(BenchConfig().machine_file)
 
 
+def percent(text: str) -> float:
+    """``10%`` or ``0.1`` -> 0.1."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share: write 10% or 0.1") from None
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0% (and below 1000%)")
+    return value
+
+
+def compare_main(argv: list[str]) -> int:
+    from experiments.reporting.compare import compare as compare_sweeps
+    from experiments.reporting.compare import read_sweep, regressions
+    from experiments.reporting.compare_report import write
+
+    parser = argparse.ArgumentParser(prog="report.py compare", description="Compare sweeps: each later one "
+                                     "against the first, point by point, with the noise accounted for.")
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep or run folders; the first is the baseline")
+    parser.add_argument("--labels", help="names of the sweeps, comma-separated (default: folder names)")
+    parser.add_argument("--threshold", type=percent, help="smallest change that counts (default 10%%, or "
+                        "--fail-above's value)")
+    parser.add_argument("--fail-above", type=percent, help="exit 2 when a point is significantly slower by more")
+    parser.add_argument("--out", type=Path, help="folder of the comparison (default: <last folder>/compare)")
+    args = parser.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else [f.name for f in args.folders]
+    if len(args.folders) < 2 or len(labels) != len(args.folders):
+        parser.error(f"give two or more folders and as many labels ({len(args.folders)} folders, {len(labels)} "
+                     "labels)")
+    threshold = args.threshold or args.fail_above or 0.10
+    try:
+        sweeps = [read_sweep(f, label) for f, label in zip(args.folders, labels, strict=True)]
+        result = compare_sweeps(sweeps, EXPERIMENTS, threshold)
+        path = write(result, args.out or args.folders[-1] / "compare", threshold, args.fail_above)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"comparison: {path}")
+    if args.fail_above is not None:
+        bad = regressions(result, args.fail_above)
+        for row in bad.itertuples():
+            print(f"slower: {row.experiment} {row.point} · {row.measure} [{row.sweep}]: x{row.ratio:.3f} "
+                  f"(p = {row.p_value:.3g})", file=sys.stderr)
+        if not bad.empty:
+            print(f"{len(bad)} point(s) significantly slower by more than {100 * args.fail_above:g}%", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="sweep or run folders (default: newest sweep)")
     parser.add_argument("--out", type=Path, help="report folder (default: <first folder>/report)")

@@ -3,6 +3,7 @@ the measurement, a tight budget that preempts, the report's figures, and bad kno
 
 from __future__ import annotations
 
+import html5lib
 import pandas as pd
 import pytest
 
@@ -66,6 +67,9 @@ def test_kv_memory_rows_and_the_report_of_both_experiments(sweeps):
                 "batching_model_vs_measured.png"):
         assert png in text and (root / "report" / png).exists()
     assert "Continuous against static batching" in text and "Cost model against measurement" in text
+    page = (root / "report" / "report.html").read_text()  # the same report as one page, plots inside
+    html5lib.HTMLParser(strict=True).parse(page)
+    assert page.count('src="data:image/png;base64,') == text.count("](") and "<table>" in page
 
 
 @pytest.mark.parametrize(("override", "message"), [

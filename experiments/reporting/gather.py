@@ -17,6 +17,7 @@ from experiments.framework.knobs import config_columns
 from experiments.framework.spec import Experiment, Report
 from experiments.framework.store import IDENTITY, OUTCOME, RESULTS
 from experiments.reporting import roofline
+from experiments.reporting.html import write_html
 from experiments.reporting.load import ReportError, find_results, load
 from experiments.reporting.tables import fmt, markdown_table
 from infer_core.environment import Environment
@@ -131,4 +132,6 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
     except Exception as exc:
         log.exception("the roofline failed")
         parts += ["## Roofline", "", f"Could not draw the roofline: {type(exc).__name__}: {exc}", ""]
-    return write_text_atomic(out / "report.md", "\n".join(parts) + "\n")
+    path = write_text_atomic(out / "report.md", "\n".join(parts) + "\n")
+    write_html(path)  # report.html beside it: the same report, plots embedded
+    return path

@@ -35,8 +35,8 @@ def find_results(folders: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def read_rows(path: Path) -> tuple[pd.DataFrame | None, str]:
-    """A job's complete rows, and what was wrong with the file ("" when nothing was)."""
+def _checked(path: Path) -> tuple[tuple[list[str], list[list[str]]] | None, str]:
+    """A job's header and complete rows, and what was wrong with the file ("" when nothing was)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -62,22 +62,49 @@ def read_rows(path: Path) -> tuple[pd.DataFrame | None, str]:
     note = f"{path}: {lost} incomplete row(s) left out (a truncated file?)" if lost else ""
     if not good:
         return None, note or f"{path}: no rows"
-    buf = io.StringIO()
-    csv.writer(buf).writerows([header, *good])
-    buf.seek(0)
-    return pd.read_csv(buf), note
+    return (header, good), note
+
+
+def _frames(groups: dict[tuple[str, ...], list[list[str]]]) -> list[pd.DataFrame]:
+    """One DataFrame per distinct header, each parsed (and typed) by pandas once: thousands of small files
+    read as one table each."""
+    frames = []
+    for header, rows in groups.items():
+        buf = io.StringIO()
+        csv.writer(buf).writerows([header, *rows])
+        buf.seek(0)
+        frames.append(pd.read_csv(buf))
+    return frames
 
 
 def load(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """Concatenate the readable rows; every file (or row) left out is named with the reason."""
-    frames, problems = [], []
+    """Concatenate the readable rows, with a ``source`` column (the job folder); every file (or row) left out
+    is named with the reason."""
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    problems = []
+    at = len(IDENTITY)
     for path in paths:
-        df, problem = read_rows(path)
+        checked, problem = _checked(path)
         if problem:
             problems.append(problem)
-        if df is not None:
-            df.insert(len(IDENTITY), "source", str(path.parent))
-            frames.append(df)
-    if not frames:
+        if checked is not None:
+            header, rows = checked
+            key = (*header[:at], "source", *header[at:])
+            groups.setdefault(key, []).extend([*r[:at], str(path.parent), *r[at:]] for r in rows)
+    if not groups:
         raise ReportError("no results.csv this report can read" + "".join(f"\n  {s}" for s in problems))
-    return pd.concat(frames, ignore_index=True, sort=False), problems
+    return pd.concat(_frames(groups), ignore_index=True, sort=False), problems
+
+
+def read_tables(paths: list[Path]) -> pd.DataFrame:
+    """Plain CSV files (``samples.csv``, sidecars) as one table with a ``source`` column; unreadable ones skipped."""
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for path in paths:
+        try:
+            rows = list(csv.reader(io.StringIO(path.read_text())))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        if len(rows) > 1:
+            groups.setdefault((*rows[0], "source"), []).extend([*r, str(path.parent)] for r in rows[1:]
+                                                               if len(r) == len(rows[0]))
+    return pd.concat(_frames(groups), ignore_index=True, sort=False) if groups else pd.DataFrame()

@@ -1,0 +1,197 @@
+"""Two or more sweeps side by side: rows paired by experiment, variant and every knob that varies within a
+sweep; each timed operation compared on its raw samples (``samples.csv``, :mod:`experiments.reporting.stats`),
+every exact figure (counts, bytes, errors, SQNR) compared for equality, unmatched points listed.
+
+What differs between the sweeps as wholes (the environment, or a knob constant within each sweep but not
+across them, such as ``bench.threads``) is what the comparison compares: it heads the comparison, and is
+not a pairing key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.framework.spec import Experiment
+from experiments.framework.store import SAMPLES
+from experiments.reporting.gather import knob_columns
+from experiments.reporting.load import ReportError, find_results, load, read_tables
+from experiments.reporting.stats import SLOWER, compare_batch
+from infer_core.environment import Environment
+
+#: Columns whose values come from a clock or from the load on the machine: compared as ratios, never exactly.
+MEASURED_UNITS = {"s", "ms", "µs", "1/s", "GFLOP/s", "GB/s", "tok/s", "t/s", "req/s"}
+MEASURED_NAME = re.compile(r"(^|_)(time|cv|inner_loops|speedup|unstable|above|pct_of_(peak|roofline|copy)|share|rss|"
+                           r"throughput|load|in_flight|makespan|iterations|mean_batch|cost|fit|goodput|latency|"
+                           r"ttft|tpot|itl|e2el|ms)(_|$)")
+#: The environment columns of every row, and the engine's and server's versions where an experiment records them.
+ENVIRONMENT = (*Environment.__dataclass_fields__, "engine_version", "server_version")
+PER_ROW = ("started_utc",)
+
+
+@dataclass
+class Sweep:
+    """One sweep's rows (``source``: the job folder) and its samples."""
+
+    label: str
+    folder: Path
+    rows: pd.DataFrame
+    samples: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+
+def read_sweep(folder: Path, label: str) -> Sweep:
+    paths = find_results([folder])
+    if not paths:
+        raise ReportError(f"{folder}: no results.csv below it")
+    rows, problems = load(paths)
+    samples = read_tables([p.parent / SAMPLES for p in paths if (p.parent / SAMPLES).exists()])
+    return Sweep(label, folder, rows, samples, problems)
+
+
+def _by_row(samples: pd.DataFrame) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """(job folder, variant) -> measure -> its per-call times."""
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    if samples.empty or "measure" not in samples:
+        return out
+    for (source, variant, measure), g in samples.groupby(["source", "variant", "measure"], sort=False):
+        out.setdefault((str(source), str(variant)), {})[str(measure)] = g["time_s"].to_numpy(dtype=np.float64)
+    return out
+
+
+def is_exact(name: str, unit: str) -> bool:
+    """A figure the same on every run of the same knobs and seed (a count, bytes, an error, SQNR)."""
+    return unit not in MEASURED_UNITS and not MEASURED_NAME.search(name)
+
+
+def environment_changes(sweeps: list[Sweep]) -> pd.DataFrame:
+    """Environment columns whose values differ between the sweeps: one row per column, one column per sweep."""
+    out = {}
+    for col in ENVIRONMENT:
+        if col in PER_ROW or not any(col in s.rows for s in sweeps):
+            continue
+        values = [", ".join(sorted(s.rows[col].astype(str).unique())) if col in s.rows else "" for s in sweeps]
+        if len(set(values)) > 1:
+            out[col] = values
+    return pd.DataFrame(out, index=[s.label for s in sweeps]).T.rename_axis("environment").reset_index()
+
+
+def machine_roofs(sweeps: list[Sweep]) -> pd.DataFrame:
+    """The machine's own peaks and bandwidths where the sweeps measured them (``experiment=machine`` rows): when
+    these moved, every timing on the machine moved with them, whatever the code did."""
+    frames = []
+    for s in sweeps:
+        rows = s.rows[(s.rows["experiment"] == "machine") & (s.rows["status"] == "ok")]
+        if rows.empty:
+            return pd.DataFrame()
+        value = rows["gflops"].fillna(rows["gb_per_s"]) if "gb_per_s" in rows else rows["gflops"]
+        unit = np.where(rows["gflops"].notna(), "GFLOP/s", "GB/s")
+        frames.append(pd.DataFrame({"roof": rows["variant"] + " (" + unit + ")", s.label: value.to_numpy()})
+                      .groupby("roof").median())
+    table = pd.concat(frames, axis=1).dropna()
+    table["ratio"] = table.iloc[:, -1] / table.iloc[:, 0]
+    return table.reset_index()
+
+
+def split_knobs(exp: Experiment, parts: list[pd.DataFrame]) -> tuple[list[str], dict[str, list[str]]]:
+    """The knobs that vary within some sweep (the pairing key), and those constant within each sweep but set
+    differently across them (what is being compared), with their values."""
+    columns = sorted({c for df in parts for c in knob_columns(exp, df)}, key=lambda c: (c != "seed", c))
+    varying, settings = [], {}
+    for col in columns:
+        values = [df[col].astype(str).unique() if col in df else np.array(["(absent)"]) for df in parts]
+        if any(len(v) > 1 for v in values):
+            varying.append(col)
+        elif len({v[0] for v in values}) > 1:
+            settings[col] = [str(v[0]) for v in values]
+    return varying, settings
+
+
+def _key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """A point's name: its variant and the values of the pairing knobs."""
+    if df.empty:
+        return pd.Series(dtype=str, index=df.index)
+    def value(v: object) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    knobs = df.reindex(columns=keys)
+    named = knobs.apply(lambda row: ", ".join(f"{k}={value(v)}" for k, v in row.items() if not pd.isna(v)), axis=1)
+    return df["variant"].astype(str) + (" · " + named if keys else "")
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison found."""
+
+    labels: list[str]
+    environment: pd.DataFrame
+    machine: pd.DataFrame  # the machine's roofs as each sweep measured them (empty when not measured)
+    settings: dict[str, dict[str, list[str]]]  # experiment -> knob -> value per sweep
+    timed: pd.DataFrame  # one row per (pair, sweep B, measure)
+    exact: pd.DataFrame  # one row per (pair, sweep B, column) that differs
+    exact_checked: int
+    unmatched: pd.DataFrame  # experiment, point, only in
+
+
+def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float) -> Comparison:
+    """Pair every later sweep's rows with the first's and compare them."""
+    base, lines, samples, exact, unmatched, settings, checked = sweeps[0], [], [], [], [], {}, 0
+    times = [_by_row(s.samples) for s in sweeps]
+    for name in sorted(set().union(*(set(s.rows["experiment"]) for s in sweeps))):
+        exp = experiments.get(name)
+        if exp is None:
+            continue
+        parts = [s.rows[(s.rows["experiment"] == name) & (s.rows["status"] == "ok")] for s in sweeps]
+        keys, settings[name] = split_knobs(exp, parts)
+        keyed = [p.assign(point=_key(p, keys)).drop_duplicates("point").set_index("point") for p in parts]
+        exact_cols = [c.name for c in exp.columns if is_exact(c.name, c.unit)]
+        a = keyed[0]
+        for sweep, b, tb in zip(sweeps[1:], keyed[1:], times[1:], strict=True):
+            for point in a.index.symmetric_difference(b.index):
+                unmatched.append({"experiment": name, "point": point,
+                                  "only in": base.label if point in a.index else sweep.label})
+            common = a.index.intersection(b.index)
+            for point, ra, rb in zip(common, a.loc[common].to_dict("records"), b.loc[common].to_dict("records"),
+                                      strict=True):
+                xa = times[0].get((str(ra["source"]), str(ra["variant"])), {})
+                xb = tb.get((str(rb["source"]), str(rb["variant"])), {})
+                for measure in sorted(set(xa) & set(xb)):
+                    lines.append({"experiment": name, "point": point, "measure": measure, "sweep": sweep.label})
+                    samples.append((xa[measure], xb[measure]))
+                for col in (c for c in exact_cols if c in ra and c in rb):
+                    checked += 1
+                    va, vb = ra[col], rb[col]
+                    if not (pd.isna(va) and pd.isna(vb)) and str(va) != str(vb):
+                        exact.append({"experiment": name, "point": point, "sweep": sweep.label, "column": col,
+                                      base.label: va, "value": vb})
+    return Comparison([s.label for s in sweeps], environment_changes(sweeps), machine_roofs(sweeps), settings,
+                      _timed(lines, samples, threshold), pd.DataFrame(exact), checked,
+                      pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]))
+
+
+def _timed(lines: list[dict], samples: list[tuple[np.ndarray, np.ndarray]], threshold: float) -> pd.DataFrame:
+    """The timed lines with their statistics, computed in batches of pairs with the same sample counts."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (xa, xb) in enumerate(samples):
+        groups.setdefault((len(xa), len(xb)), []).append(i)
+    for idx in groups.values():
+        changes = compare_batch(np.stack([samples[i][0] for i in idx]), np.stack([samples[i][1] for i in idx]),
+                                threshold)
+        for i, c in zip(idx, changes, strict=True):
+            xa, xb = samples[i]
+            lines[i].update(median_a_s=float(np.median(xa)), median_b_s=float(np.median(xb)), ratio=c.ratio,
+                            ratio_low=c.low, ratio_high=c.high, p_value=c.p_value, verdict=c.verdict)
+    return pd.DataFrame(lines)
+
+
+def regressions(result: Comparison, limit: float) -> pd.DataFrame:
+    """Timed lines significantly slower by more than ``limit`` (0.10: 10%)."""
+    t = result.timed
+    if t.empty:
+        return t
+    return t[(t["verdict"] == SLOWER) & (t["ratio"] > 1 + limit)]

@@ -1,0 +1,92 @@
+"""report.py compare: the statistics calibrated on synthetic samples, and real sweeps compared: with
+themselves, with an injected regression, with a point missing, and across BLAS thread counts."""
+
+from __future__ import annotations
+
+import shutil
+
+import html5lib
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.framework.bench import BenchConfig
+from experiments.reporting.stats import NO_CHANGE, SLOWER, compare_times
+from tests.conftest import FAST_BENCH, run_app, run_report
+
+REPEATS = BenchConfig().repeats  # the samples per timing the harness takes by default
+
+
+def test_no_change_is_rarely_flagged_and_a_20_percent_slowdown_almost_always_is():
+    """1,000 seeded trials each, at the harness's sample count, times with a 5% coefficient of variation."""
+    rng = np.random.default_rng(0)
+    false = sum(compare_times(rng.normal(1, 0.05, REPEATS), rng.normal(1, 0.05, REPEATS), interval=False).verdict
+                != NO_CHANGE for _ in range(1000))
+    found = sum(compare_times(rng.normal(1, 0.05, REPEATS), rng.normal(1.2, 0.06, REPEATS), interval=False).verdict
+                == SLOWER for _ in range(1000))
+    assert false <= 50 and found >= 950
+
+
+def test_a_significant_change_smaller_than_the_threshold_is_not_a_change():
+    a, b = np.linspace(1.0, 1.01, 9), np.linspace(1.05, 1.06, 9)  # 5% slower, every sample: p is tiny
+    change = compare_times(a, b, threshold=0.10)
+    assert change.p_value < 0.001 and change.verdict == NO_CHANGE
+    assert compare_times(a, b, threshold=0.03).verdict == SLOWER
+    assert change.low <= change.ratio <= change.high
+
+
+SMALL = ["experiment=matmul", "matmul.size=96,128,160", "matmul.weights=[fp32]", *FAST_BENCH]
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    one = run_app("-m", *SMALL, "bench.threads=1", f"hydra.sweep.dir={root / 'one'}")
+    two = run_app("-m", *SMALL, "bench.threads=2", f"hydra.sweep.dir={root / 'two'}")
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-1500:], two.stderr[-1500:])
+    return root
+
+
+def compare(*args):
+    return run_report("compare", *map(str, args))
+
+
+def test_a_sweep_against_itself_changes_nothing_and_passes_the_gate(sweeps):
+    proc = compare(sweeps / "one", sweeps / "one", "--labels", "a,b", "--fail-above", "10%", "--out",
+                   sweeps / "self")
+    assert proc.returncode == 0, proc.stderr
+    text = (sweeps / "self" / "compare.md").read_text()
+    assert "The environments are the same." in text and "3 timed comparisons: 0 faster, 0 slower, 3 no " in text
+    assert "Exact figures: all equal." in text and "## Regressions past 10%\n\nNone." in text
+    table = pd.read_csv(sweeps / "self" / "compare.csv")
+    assert (table["ratio"] == 1).all() and (sweeps / "self" / "compare_ratios.png").exists()
+    page = (sweeps / "self" / "compare.html").read_text()
+    html5lib.HTMLParser(strict=True).parse(page)  # raises on any parse error
+    assert page.count('src="data:image/png;base64,') == 1 and "<table>" in page and "http" not in page
+
+
+def test_an_injected_regression_fails_the_gate_and_a_missing_point_is_listed(sweeps):
+    slow = sweeps / "slow"
+    shutil.copytree(sweeps / "one", slow)
+    jobs = sorted(p for p in slow.iterdir() if (p / "samples.csv").exists())
+    samples = pd.read_csv(jobs[0] / "samples.csv")
+    samples["time_s"] *= 1.5  # this point's every sample 50% slower
+    samples.to_csv(jobs[0] / "samples.csv", index=False)
+    shutil.rmtree(jobs[-1])  # and one point gone
+    proc = compare(sweeps / "one", slow, "--fail-above", "10%", "--out", sweeps / "gate")
+    assert proc.returncode == 2
+    assert "slower: matmul" in proc.stderr and "x1.500" in proc.stderr
+    assert "1 point(s) significantly slower" in proc.stderr
+    text = (sweeps / "gate" / "compare.md").read_text()
+    assert "## Points in one sweep only" in text and "| one |" in text  # the point only the first sweep has
+
+
+def test_threads_one_against_two_lead_with_the_difference(sweeps):
+    proc = compare(sweeps / "one", sweeps / "two", "--labels", "1 thread,2 threads", "--out", sweeps / "threads")
+    assert proc.returncode == 0, proc.stderr
+    text = (sweeps / "threads" / "compare.md").read_text()
+    differ = text.split("## What differs between the sweeps")[1].split("## Summary")[0]
+    assert "| blas_threads | 1 | 2 |" in differ and "| bench.threads | 1 | 2 |" in differ
+    assert text.index("What differs") < text.index("## matmul")
+    table = pd.read_csv(sweeps / "threads" / "compare.csv")
+    assert len(table) == 3 and set(table["verdict"]) <= {"faster", "slower", "no significant change"}
