@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import run_app, run_report
 
-SMALL = ["batch.d_model=64", "batch.n_heads=4", "batch.n_kv_heads=2", "batch.d_ffn=96", "batch.n_requests=16",
-         "batch.output_len=12", "batch.max_len=64", "batch.calibration_requests=8", "batch.check_requests=16"]
+SMALL = ["batch.d_model=64", "batch.n_heads=4", "batch.n_kv_heads=2", "batch.d_ffn=96", "batch.n_requests=12",
+         "batch.output_len=10", "batch.max_len=64", "batch.calibration_requests=8", "batch.check_requests=12"]
 
 
 def rows(folder) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def test_batching_rows_compare_policies_and_the_cost_model_on_one_trace(sweeps):
         assert model["calibration_iterations"] > 0 and model["cost_intercept_us"] > 0
         assert measured["output_throughput"] > 0 and model["output_throughput"] > 0
     requests = pd.read_csv(next((root / "batching").rglob("requests.csv")))
-    assert sorted(requests["request"]) == list(range(16)) and (requests["ttft_ms"] <= requests["e2e_ms"]).all()
+    assert sorted(requests["request"]) == list(range(12)) and (requests["ttft_ms"] <= requests["e2e_ms"]).all()
 
 
 def test_a_tight_budget_preempts_swaps_and_still_serves_every_request(sweeps):
@@ -49,7 +49,7 @@ def test_a_tight_budget_preempts_swaps_and_still_serves_every_request(sweeps):
     row = rows(root / "tight").iloc[0]
     assert row["status"] == "ok" and row["preemptions"] > 0 and row["swaps"] > 0 and row["peak_blocks"] <= 12
     assert row["max_rel_err"] < 1e-5  # every output of every request, against one causal pass
-    assert len(pd.read_csv(root / "tight" / "requests.csv")) == 16
+    assert len(pd.read_csv(root / "tight" / "requests.csv")) == 12
 
 
 def test_kv_memory_rows_and_the_report_of_both_experiments(sweeps):

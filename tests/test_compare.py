@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from experiments.framework.bench import BenchConfig
+from experiments.report import main as report_main
 from experiments.reporting.stats import NO_CHANGE, SLOWER, compare_times
-from tests.conftest import FAST_BENCH, run_app, run_report
+from tests.conftest import FAST_BENCH, run_app
 
 REPEATS = BenchConfig().repeats  # the samples per timing the harness takes by default
 
@@ -47,14 +48,17 @@ def sweeps(tmp_path_factory):
     return root
 
 
-def compare(*args):
-    return run_report("compare", *map(str, args))
+def compare(capsys, *args) -> tuple[int, str]:
+    """``report.py compare ARGS`` in this process (the command's own code, without an interpreter start):
+    its exit code and what it printed on stderr."""
+    code = report_main(["compare", *map(str, args)])
+    return code, capsys.readouterr().err
 
 
-def test_a_sweep_against_itself_changes_nothing_and_passes_the_gate(sweeps):
-    proc = compare(sweeps / "one", sweeps / "one", "--labels", "a,b", "--fail-above", "10%", "--out",
-                   sweeps / "self")
-    assert proc.returncode == 0, proc.stderr
+def test_a_sweep_against_itself_changes_nothing_and_passes_the_gate(sweeps, capsys):
+    code, err = compare(capsys, sweeps / "one", sweeps / "one", "--labels", "a,b", "--fail-above", "10%", "--out",
+                        sweeps / "self")
+    assert code == 0, err
     text = (sweeps / "self" / "compare.md").read_text()
     assert "The environments are the same." in text and "3 timed comparisons: 0 faster, 0 slower, 3 no " in text
     assert "Exact figures: all equal." in text and "## Regressions past 10%\n\nNone." in text
@@ -65,7 +69,7 @@ def test_a_sweep_against_itself_changes_nothing_and_passes_the_gate(sweeps):
     assert page.count('src="data:image/png;base64,') == 1 and "<table>" in page and "http" not in page
 
 
-def test_an_injected_regression_fails_the_gate_and_a_missing_point_is_listed(sweeps):
+def test_an_injected_regression_fails_the_gate_and_a_missing_point_is_listed(sweeps, capsys):
     slow = sweeps / "slow"
     shutil.copytree(sweeps / "one", slow)
     jobs = sorted(p for p in slow.iterdir() if (p / "samples.csv").exists())
@@ -73,17 +77,17 @@ def test_an_injected_regression_fails_the_gate_and_a_missing_point_is_listed(swe
     samples["time_s"] *= 1.5  # this point's every sample 50% slower
     samples.to_csv(jobs[0] / "samples.csv", index=False)
     shutil.rmtree(jobs[-1])  # and one point gone
-    proc = compare(sweeps / "one", slow, "--fail-above", "10%", "--out", sweeps / "gate")
-    assert proc.returncode == 2
-    assert "slower: matmul" in proc.stderr and "x1.500" in proc.stderr
-    assert "1 point(s) significantly slower" in proc.stderr
+    code, err = compare(capsys, sweeps / "one", slow, "--fail-above", "10%", "--out", sweeps / "gate")
+    assert code == 2
+    assert "slower: matmul" in err and "x1.500" in err and "1 point(s) significantly slower" in err
     text = (sweeps / "gate" / "compare.md").read_text()
     assert "## Points in one sweep only" in text and "| one |" in text  # the point only the first sweep has
 
 
-def test_threads_one_against_two_lead_with_the_difference(sweeps):
-    proc = compare(sweeps / "one", sweeps / "two", "--labels", "1 thread,2 threads", "--out", sweeps / "threads")
-    assert proc.returncode == 0, proc.stderr
+def test_threads_one_against_two_lead_with_the_difference(sweeps, capsys):
+    code, err = compare(capsys, sweeps / "one", sweeps / "two", "--labels", "1 thread,2 threads", "--out",
+                        sweeps / "threads")
+    assert code == 0, err
     text = (sweeps / "threads" / "compare.md").read_text()
     differ = text.split("## What differs between the sweeps")[1].split("## Summary")[0]
     assert "| blas_threads | 1 | 2 |" in differ and "| bench.threads | 1 | 2 |" in differ
