@@ -4,7 +4,7 @@
 
 Runs one small real matmul sweep (3 points), then makes two sweeps of ``--jobs`` job folders from it: each
 job a copy of a real one under a new square size (its own ``matmul.size``, ``config_hash`` and job number),
-its samples scaled by seeded noise (5% CV, and for the second sweep a 1.0 or 1.3 factor by point).
+its samples the template's median times seeded noise (5% CV; in the second sweep every third point 1.3x slower).
 
 1. ``python experiments/report.py SWEEP``: the whole command (interpreter start included): target <= 5 s.
 2. ``python experiments/report.py compare A B``: target <= 10 s.
@@ -46,7 +46,10 @@ def make_sweep(seed_jobs: list[Path], out: Path, jobs: int, seed: int, slower: f
         job.mkdir(parents=True)
         rows["matmul.size"], rows["job_num"], rows["config_hash"] = size, i, f"{i:016x}"
         samples["job_num"], samples["config_hash"] = i, f"{i:016x}"
-        samples["time_s"] *= rng.normal(1, 0.05, len(samples)) * (slower if i % 3 == 0 else 1.0)
+        # the template's median with seeded 5% noise: a real job's few samples may hold an outlier that every
+        # copy would inherit
+        samples["time_s"] = (samples["time_s"].median() * rng.normal(1, 0.05, len(samples))
+                             * (slower if i % 3 == 0 else 1.0))
         rows.to_csv(job / "results.csv", index=False)
         samples.to_csv(job / "samples.csv", index=False)
 
