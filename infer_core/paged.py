@@ -166,7 +166,7 @@ class PagedKVCache(BlockTables):
                 np.concatenate([self.v[layer, b] for b in table], axis=1)[:, :n])
 
     def copy_out(self, seq: int) -> Swapped:
-        """A host copy of ``seq``'s K and V (the blocks stay; :meth:`swap_out` also frees them)."""
+        """A host copy of ``seq``'s K and V, for swapping it out (the blocks stay until the caller frees them)."""
         layers = [self.contiguous(seq, i) for i in range(self.k.shape[0])]
         return Swapped(np.stack([k for k, _ in layers]), np.stack([v for _, v in layers]))
 
@@ -174,22 +174,6 @@ class PagedKVCache(BlockTables):
         """Write a host copy back into ``seq``'s blocks (room made with :meth:`extend`)."""
         for layer in range(self.k.shape[0]):
             self.write(seq, layer, 0, saved.k[layer], saved.v[layer])
-
-    def swap_out(self, seq: int) -> Swapped:
-        """Copy ``seq`` out to host memory and free its blocks (vLLM's swapping preemption)."""
-        saved = self.copy_out(seq)
-        self.free(seq)
-        return saved
-
-    def swap_in(self, seq: int, saved: Swapped) -> None:
-        """Bring a swapped sequence back into blocks of the pool (:class:`OutOfBlocks` if they are not free)."""
-        self.add(seq)
-        try:
-            self.extend(seq, saved.length)
-        except OutOfBlocks:
-            del self.tables[seq], self.lengths[seq]
-            raise
-        self.copy_in(seq, saved)
 
 
 def paged_attention(cache: PagedKVCache, seq: int, q: np.ndarray, layer: int = 0, scale: float | None = None,
