@@ -1,4 +1,4 @@
-"""Random faults never lose or fake a point: 20 seeded trials of a 6-point sweep, each hit by a SIGKILL,
+"""Random faults never lose or fake a point: 10 seeded trials of a 6-point sweep, each hit by a SIGKILL,
 a SIGINT or a full disk at a random moment, then rerun cleanly; afterwards every point is complete
 exactly once, with no duplicate row and no partial file."""
 
@@ -15,7 +15,7 @@ from tests.faults import check_complete, resize_tmpfs, small_disk, sweep_cmd
 
 POINTS = "kv.seq_len=3,4,5,6,7,8"
 SETTINGS = ["kv.d_model=8", "kv.n_heads=2", "bench.repeats=5", "bench.min_sample_s=0.005", "bench.threads=1"]
-TRIALS = 20
+TRIALS = 10
 
 
 def faulted_run(cmd: list[str], fault: str, delay: float) -> int:
