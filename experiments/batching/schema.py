@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-from experiments.framework.spec import Knobs, knob, require, require_positive
+from experiments.framework.spec import ConfigError, Knobs, knob, require, require_positive
 from infer_core.attention import DecoderShape
 from infer_core.environment import usable_cpus
 from infer_core.scheduler import Policy, Preempt
@@ -65,9 +65,9 @@ class BatchConfig(Knobs):
                 f"{KEY}.spread={self.spread} must be >= 0 (and < 1 for uniform lengths)")
         require(self.chunk is None or self.chunk >= 1, f"{KEY}.chunk={self.chunk} must be >= 1, or null")
         try:
-            DecoderShape(self.d_model, self.n_heads, self.n_kv_heads, self.n_layers, d_ffn=self.d_ffn)
+            self.shape  # noqa: B018 - building it checks the model's fields
         except ValueError as exc:
-            raise_bad(str(exc))
+            raise ConfigError(f"{KEY}: {exc}") from None
         need = math.ceil(self.max_len / self.block_size)
         require(self.num_blocks is None or self.num_blocks >= need,
                 f"{KEY}.num_blocks={self.num_blocks} must be >= {need}: one sequence of {KEY}.max_len={self.max_len} "
@@ -93,7 +93,3 @@ class BatchConfig(Knobs):
     def pool_blocks(self) -> int:
         return self.num_blocks or self.max_batch * math.ceil(self.max_len / self.block_size)
 
-
-def raise_bad(message: str) -> None:
-    """A model-shape error, named under ``batch.*``."""
-    require(False, f"{KEY}: {message}")
