@@ -5,12 +5,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# llama.cpp's AMX matrix kernels crash on CPUs that have AMX (a segfault in ggml_backend_amx_mul_mat,
+# llama.cpp issue 20824, unfixed upstream), so llama-cpp-python is built without them. pip caches a
+# built wheel by its source alone: a wheel built earlier with them is dropped from the cache, once.
+LLAMA_CMAKE := CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8 $$CMAKE_ARGS"
+NO_AMX := $(PY) -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' in llama_cpp.llama_print_system_info().decode())"
 
 .PHONY: demo test engine lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test,engine]'
+	$(LLAMA_CMAKE) $(PY) -m pip install --quiet -e '.[test,engine]'
+	$(NO_AMX) || { $(PY) -m pip cache remove llama_cpp_python && $(LLAMA_CMAKE) $(PY) -m pip install --quiet \
+		--force-reinstall --no-deps "llama-cpp-python==$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)')" \
+		&& $(NO_AMX); }
 	touch $(STAMP)
 
 demo: $(STAMP)

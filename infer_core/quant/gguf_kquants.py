@@ -17,37 +17,54 @@ quantizes the sub-block scales to 6 or 8 bits and recomputes the codes with the 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from infer_core.quant.common import fp16_bytes, fp16_from_bytes, round_half_away
 
 QK_K = 256
-#: Values a K-quant chunk holds (2 MiB of float32). A K-quant makes many small per-sub-block NumPy
-#: calls whose overhead, and GIL, larger chunks amortize: measured on a 5632x2048 tensor, Q4_K at
-#: 2^17 / 2^18 / 2^19 values ran 0.13 / 0.20 / 0.22 GB/s on 2 threads, Q6_K 0.19 / 0.24 / 0.26.
-CHUNK_ELEMENTS = 1 << 19
+#: Values a K-quant chunk holds (1 MiB of float32). A K-quant makes many per-sub-block NumPy calls
+#: whose overhead, and GIL, larger chunks amortize, and smaller ones keep in cache: measured on a
+#: 5632x2048 tensor, Q4_K at 2^17 / 2^18 / 2^19 values ran 0.21 / 0.33 / 0.32 GB/s on 2 threads.
+CHUNK_ELEMENTS = 1 << 18
 
 
 #: Padding of the transposed rows: a row stride of a power of two bytes makes the transposes 4x
 #: slower (every strided access lands in the same cache set).
 _PAD = 16
-#: Scales tried per sub-block and format: ``iscale = (nmax + delta) / span`` for ``GRID[fmt]`` deltas
-#: spread over [−1, 1] (affine) or [−0.9, 0.9] (symmetric), each refitted by least squares, then one
-#: refinement from the best. llama.cpp tries 21 (Q4_K, Q5_K, Q2_K's 16) or 19 (Q3_K, Q6_K). These
-#: are the fewest that keep the SQNR at or above llama.cpp's on N(0, 1) and Student-t(5) rows (Q4_K
-#: needs 7: with 6 it is within 0.01 dB; ``benchmarks/bench_quant.py`` prints both quantizers' SQNR).
-GRID = {"q2_k": 3, "q3_k": 3, "q4_k": 7, "q5_k": 5, "q6_k": 3}
+#: Scales tried per sub-block and format: ``iscale = (nmax + delta) / span`` (affine) or
+#: ``−(nmax + delta) / peak`` (symmetric) for each delta, each refitted by least squares, then one
+#: refinement from the best. llama.cpp tries 21 evenly spaced deltas over [−1, 1] (Q4_K, Q5_K; Q2_K
+#: 16) or 19 over [−0.9, 0.9] (Q3_K, Q6_K). These few, placed where the best fits fall, keep the
+#: SQNR above llama.cpp's on N(0, 1), Student-t(3 and 5) and Laplace rows (by 0.01-0.04 dB for Q4_K,
+#: 0.02-0.07 for Q5_K, 0.09-0.4 for Q3_K and Q6_K, 0.8-1.3 for Q2_K; on uniform rows, which weights
+#: are not, Q4_K comes out 0.04 dB below). ``benchmarks/bench_quant.py`` prints both quantizers' SQNR.
+GRID = {"q2_k": (-1.0, -0.3, 0.4), "q3_k": (0.0, -0.9), "q4_k": (-0.95, -0.4, -0.05, 0.3, 0.6),
+        "q5_k": (-1.0, -0.4, 0.1, 0.6), "q6_k": (0.0, -0.9)}
 
 
-def _deltas(steps: int, reach: float) -> tuple[np.float32, ...]:
-    return tuple(np.float32(d) for d in np.linspace(-reach, reach, steps))
+_scratch = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, int], dtype: type = np.float32, pad: int = _PAD) -> np.ndarray:
+    """A per-thread scratch array ``(rows, cols)`` (its rows padded by ``pad``), reused from chunk to
+    chunk: a fresh array of a chunk's size is fresh pages, and their faults cost a third of a K-quant's
+    time (measured: Q4_K 0.114 -> 0.158 GB/s on one thread with allocations kept mapped)."""
+    rows, cols = shape
+    size = rows * (cols + pad)
+    flat = getattr(_scratch, name, None)
+    if flat is None or flat.size < size or flat.dtype != dtype:
+        flat = np.empty(size, dtype=dtype)
+        setattr(_scratch, name, flat)
+    return flat[:size].reshape(rows, cols + pad)[:, :cols]
 
 
 def _columns(b: np.ndarray, sub: int) -> np.ndarray:
     """Blocks (n, 256) as sub-blocks in columns, (sub, n·256/sub) float32: per-sub-block sums become
     row additions and per-sub-block scales broadcast along contiguous rows, both fast in NumPy."""
     m = b.size // sub
-    out = np.empty((sub, m + _PAD), dtype=np.float32)[:, :m]
+    out = _buffer("columns", (sub, m))
     out[...] = b.reshape(m, sub).T
     return out
 
@@ -56,9 +73,11 @@ def _rows(qt: np.ndarray, n: int, k: int) -> np.ndarray:
     """Codes in columns (sub, n·k), float32, back to (n, k, sub) uint8 (through a padded uint8 copy: its
     transpose is then as fast as the float32 one)."""
     sub, m = qt.shape
-    codes = np.empty((sub, m + _PAD), dtype=np.uint8)[:, :m]
+    codes = _buffer("codes", (sub, m), np.uint8)
     np.copyto(codes, qt, casting="unsafe")
-    return np.ascontiguousarray(codes.T).reshape(n, k, sub)
+    rows = _buffer("rows", (m, sub), np.uint8, pad=0)
+    rows[...] = codes.T
+    return rows.reshape(n, k, sub)
 
 
 def _inverse(v: np.ndarray) -> np.ndarray:
@@ -98,10 +117,10 @@ def _affine_refit(sums: np.ndarray, sx: np.ndarray, sxx: np.ndarray, n: np.float
     return a, b, np.where(a > 0, err, np.float32(np.inf))
 
 
-def _fit_affine(xt: np.ndarray, nmax: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_affine(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``xt`` (sub, m): scale a >= 0 and min m >= 0 with x ~ a·L − m, L in [0, nmax].
 
-    Tries ``steps`` scales (as llama.cpp's ``make_qkx2_quants`` tries its grid, unweighted here),
+    Tries a scale per delta (as llama.cpp's ``make_qkx2_quants`` tries its grid, unweighted here),
     refits (a, m) by least squares on each candidate's codes, keeps the smallest squared error
     (computed from the code sums in closed form, all candidates at once), and refines the best once.
     """
@@ -110,18 +129,17 @@ def _fit_affine(xt: np.ndarray, nmax: int, steps: int) -> tuple[np.ndarray, np.n
     lo = np.minimum(xt.min(axis=0), np.float32(0))
     span = xt.max(axis=0) - lo
     sx, sxx = xt.sum(axis=0), np.einsum("ij,ij->j", xt, xt)
-    inv_span = _inverse(span)
-    q = np.empty_like(xt)
-    shifted = xt - lo  # >= 0: a grid candidate's codes need no rounding offset and no lower clip
-    deltas = _deltas(steps, 1.0)
+    unit = np.subtract(xt, lo, out=_buffer("unit", xt.shape))
+    unit *= _inverse(span)  # in [0, 1]: a candidate's codes are one scalar product away, no offset
+    q = _buffer("q", xt.shape)
     sums = np.empty((3, len(deltas), m), dtype=np.float32)
     for i, delta in enumerate(deltas):  # rint rounds ties to even: exact halves may code unlike roundf
-        np.clip(np.rint(np.multiply(shifted, (np.float32(nmax) + delta) * inv_span, out=q), out=q),
-                np.float32(0), np.float32(nmax), out=q)
+        np.rint(np.multiply(unit, np.float32(nmax + delta), out=q), out=q)
+        if delta > 0:  # only a scale past nmax/span can code above nmax
+            np.minimum(q, np.float32(nmax), out=q)
         _code_sums(q, xt, sums[:, i])
     a, b, err = _affine_refit(sums, sx, sxx, n)
-    pick = (err.argmin(axis=0), np.arange(m))
-    best_a, best_b, best_err = a[pick], b[pick], err[pick]
+    best_err, best_a, best_b = _best(err, a, b)
     none = ~np.isfinite(best_err)  # no candidate with a > 0 (a constant or all-zero column)
     best_a[none], best_b[none] = (span / np.float32(nmax))[none], lo[none]
     iscale = _inverse(best_a)
@@ -131,43 +149,60 @@ def _fit_affine(xt: np.ndarray, nmax: int, steps: int) -> tuple[np.ndarray, np.n
     return np.where(better, a, best_a), -np.where(better, b, best_b)
 
 
-def _fit_symmetric(xt: np.ndarray, nmax: int, steps: int) -> np.ndarray:
+def _best(err: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per column of ``err`` (k <= 8 candidates, m): the smallest error and the matching entries of
+    ``values`` (each (k, m)). Non-negative float32 order as their bit patterns do, so the candidate's
+    index goes in the three low bits and one fast minimum down axis 0 finds it (an ``argmin`` down
+    axis 0 is 10x slower); errors within 8 ulps count as equal and the first wins."""
+    k, m = err.shape
+    assert k <= 8, "three bits hold the candidate's index"
+    key = np.maximum(err, np.float32(0)).view(np.int32)
+    key &= np.int32(~7)
+    key |= np.arange(k, dtype=np.int32)[:, None]
+    flat = (np.minimum.reduce(key, axis=0) & 7) * m + np.arange(m)
+    return tuple(np.take(v.reshape(-1), flat) for v in (err, *values))
+
+
+def _fit_symmetric(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> np.ndarray:
     """Per column: scale s with x ~ s·L, L in [−nmax, nmax−1], by a search around −nmax/max
     (llama.cpp's ``make_qx_quants``, unweighted, all candidates at once) and one refinement."""
     m = xt.shape[1]
     mx, mn = xt.max(axis=0), xt.min(axis=0)
     peak = np.where(-mn > mx, mn, mx)
     sxx = np.einsum("ij,ij->j", xt, xt)
-    inv_peak = _inverse(peak)
-    q = np.empty_like(xt)
-    scales = [np.float32(-nmax) * inv_peak, *(-(np.float32(nmax) + d) * inv_peak for d in _deltas(steps, 0.9))]
-    sums = np.empty((3, len(scales) + 1, m), dtype=np.float32)
+    unit = np.multiply(xt, _inverse(peak), out=_buffer("unit", xt.shape))  # in [−1, 1], the peak at 1
+    q = _buffer("q", xt.shape)
+    factors = [np.float32(-(nmax + d)) for d in deltas]
+    sums = np.empty((3, len(factors) + 1, m), dtype=np.float32)
 
     def fit(k: int) -> tuple[np.ndarray, np.ndarray]:
         sll, slx = sums[1, :k], sums[2, :k]
         s = slx * _inverse(sll)
         return s, np.where(sll > 0, sxx - s * slx, np.float32(np.inf))
 
-    for i, iscale in enumerate(scales):
-        np.clip(np.rint(np.multiply(xt, iscale, out=q), out=q), np.float32(-nmax), np.float32(nmax - 1), out=q)
+    for i, factor in enumerate(factors):
+        np.rint(np.multiply(unit, factor, out=q), out=q)
+        if -factor > nmax:  # only a factor past nmax can code below −nmax
+            np.clip(q, np.float32(-nmax), np.float32(nmax - 1), out=q)
+        else:
+            np.minimum(q, np.float32(nmax - 1), out=q)
         _code_sums(q, xt, sums[:, i])
-    s, err = fit(len(scales))
-    pick = (err.argmin(axis=0), np.arange(m))
-    best_s, best_err = s[pick], err[pick]
+    s, err = fit(len(factors))
+    best_err, best_s = _best(err, s)
     best_s[~np.isfinite(best_err)] = (peak / np.float32(-nmax))[~np.isfinite(best_err)]
     np.clip(np.rint(np.multiply(xt, _inverse(best_s), out=q), out=q), np.float32(-nmax), np.float32(nmax - 1), out=q)
-    _code_sums(q, xt, sums[:, len(scales)])
-    s, err = fit(len(scales) + 1)
+    _code_sums(q, xt, sums[:, len(factors)])
+    s, err = fit(len(factors) + 1)
     return np.where(err[-1] < best_err, s[-1], best_s)
 
 
-def _affine_blocks(b: np.ndarray, sub: int, nmax: int, smax: int, steps: int) -> tuple[np.ndarray, ...]:
+def _affine_blocks(b: np.ndarray, sub: int, nmax: int, smax: int, deltas: tuple[float, ...]) -> tuple[np.ndarray, ...]:
     """Blocks ``b`` (n, 256) in sub-blocks of ``sub`` fitted as d·sc·q − dmin·mn: codes q in [0, nmax],
     sub-block scales sc and mins mn in [0, smax] under fp16 super-block scales; returns
     (d16, dmin16, sc, mn, q) with q (n, 256/sub, sub)."""
     n, k = b.shape[0], QK_K // sub
     xt = _columns(b, sub)
-    scale, mins = (v.reshape(n, k) for v in _fit_affine(xt, nmax, steps))
+    scale, mins = (v.reshape(n, k) for v in _fit_affine(xt, nmax, deltas))
     d16 = (scale.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
     dmin16 = (mins.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
     sc = np.clip(_nearest(scale * _inverse(d16)[:, None]), 0, smax).astype(np.uint8)
@@ -175,7 +210,7 @@ def _affine_blocks(b: np.ndarray, sub: int, nmax: int, smax: int, steps: int) ->
     eff_d = (d16[:, None] * sc).reshape(-1)
     eff_m = (dmin16[:, None] * mn).reshape(-1)
     iscale = _inverse(eff_d)
-    q = _codes(xt, iscale, np.float32(0.5) + eff_m * iscale, 0, nmax)
+    q = _codes(xt, iscale, np.float32(0.5) + eff_m * iscale, 0, nmax, out=_buffer("q", xt.shape))
     return d16, dmin16, sc, mn, _rows(q, n, k)
 
 
@@ -233,19 +268,20 @@ def dequantize_q2_k(data: np.ndarray) -> np.ndarray:
             - (dmin * (scales >> 4).astype(np.float32))[..., None]).reshape(n, QK_K)
 
 
-def _symmetric_blocks(b: np.ndarray, nmax: int, smax: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _symmetric_blocks(b: np.ndarray, nmax: int, smax: int,
+                      deltas: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blocks ``b`` (n, 256) in sub-blocks of 16 fitted as d·sc·q: codes q in [−nmax, nmax−1] stored as
     q + nmax, signed sub-block scales sc in [−smax, smax−1] under an fp16 super-block scale; returns
     (d16, sc, q) with q (n, 16, 16)."""
     n = b.shape[0]
     xt = _columns(b, 16)
-    scale = _fit_symmetric(xt, nmax, steps).reshape(n, 16)
+    scale = _fit_symmetric(xt, nmax, deltas).reshape(n, 16)
     big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
     iscale = _inverse(big) * np.float32(-smax)
     sc = np.clip(_nearest(iscale[:, None] * scale), -smax, smax - 1).astype(np.int8)
     d16 = _inverse(iscale).astype(np.float16).astype(np.float32)
     inv = _inverse((d16[:, None] * sc).reshape(-1))
-    q = _codes(xt, inv, np.float32(0.5), -nmax, nmax - 1)
+    q = _codes(xt, inv, np.float32(0.5), -nmax, nmax - 1, out=_buffer("q", xt.shape))
     q += np.float32(nmax)
     return d16, sc, _rows(q, n, 16)
 
