@@ -39,9 +39,9 @@ def pareto(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     ok["series"] = ok["test"] + ", " + ok["engine"]
     sns.lineplot(ok.sort_values("bits_per_weight"), x="bits_per_weight", y="tokens_per_s", hue="series",
                  marker="o", markersize=9, ax=left, errorbar=None)
-    for _, row in ok[ok["test"] == "tg"].iterrows():
-        left.annotate(row["weights"], (row["bits_per_weight"], row["tokens_per_s"]), fontsize=10, xytext=(4, 4),
-                      textcoords="offset points")
+    for i, (_, row) in enumerate(ok[ok["test"] == "tg"].sort_values("bits_per_weight").iterrows()):
+        left.annotate(row["weights"], (row["bits_per_weight"], row["tokens_per_s"]), fontsize=10,
+                      xytext=(4, 6 if i % 2 else -14), textcoords="offset points")  # neighbours above and below
     left.set(yscale="log", xlabel="bits per weight (file)", ylabel="tokens/s (median)", title="Speed vs size")
     left.yaxis.set_major_formatter(ScalarFormatter())
     left.yaxis.set_minor_formatter(ScalarFormatter())
