@@ -105,6 +105,21 @@ def test_an_unreadable_entry_is_reported_and_the_others_kept(tmp_path, monkeypat
     assert [e["key"]["blas_threads"] for e in kept] == [2, 4, 1]  # the others kept, the new one added
 
 
+def test_the_report_roofs_keep_the_newest_measurement_per_thread_count(tmp_path):
+    """A file holding an older measurement at the same thread count (other library versions or kernels) draws one
+    roof per thread count: the newest."""
+    from experiments.reporting.roofline import roofs
+
+    key = {"cpu": "X", "n_cpus": 2, "numpy": "2.0", "blas": "openblas 0.3", "blas_threads": 2}
+    entries = [{"key": {**key, "kernels": 2}, "ref": {**asdict(fake(200.0)), "measured_utc": "2026-11-30T12:00:00"}},
+               {"key": key, "ref": {**asdict(fake(100.0)), "measured_utc": "2026-11-01T12:00:00"}},
+               {"key": {**key, "blas_threads": 1}, "ref": asdict(fake(50.0))}]
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps({"entries": entries}))
+    got = roofs(path)
+    assert got["blas_threads"].tolist() == [1, 2] and got["sgemm"].tolist() == [50.0, 200.0]
+
+
 def test_bandwidth_roof_is_the_better_of_copy_and_read():
     assert fake(1.0).bandwidth_gbps == 12.0
     assert fake(1.0).peak_gflops("float64") == 0.5 and fake(1.0).peak_gflops("float32") == 1.0

@@ -16,14 +16,19 @@ NEEDED = ("flops", "bytes_moved", "gflops")
 
 
 def roofs(machine_file: Path) -> pd.DataFrame:
-    """One row per cached machine reference: threads, sgemm and dgemm peaks, memory roof."""
+    """One row per BLAS thread count among the cached machine references: sgemm and dgemm peaks, memory roof,
+    from the newest measurement at that count (an older one, from other library versions or kernels, is
+    superseded)."""
     rows = []
     for entry in cached_entries(machine_file):
         key, ref = entry["key"], entry["ref"]
         bandwidth = max(ref.get("copy_gbps", 0.0), ref.get("read_gbps", 0.0))
         rows.append({"blas_threads": key.get("blas_threads"), "cpu": key.get("cpu"), "sgemm": ref["sgemm_gflops"],
-                     "dgemm": ref["dgemm_gflops"], "bandwidth": bandwidth})
-    return pd.DataFrame(rows)
+                     "dgemm": ref["dgemm_gflops"], "bandwidth": bandwidth, "measured": ref.get("measured_utc", "")})
+    if not rows:
+        return pd.DataFrame(rows)
+    newest = pd.DataFrame(rows).sort_values("measured", kind="stable").drop_duplicates("blas_threads", keep="last")
+    return newest.drop(columns="measured").sort_values("blas_threads").reset_index(drop=True)
 
 
 #: A point this far above its roof means the roof is wrong (a stale or foreign machine reference).
