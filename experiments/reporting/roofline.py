@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import LogFormatter
 
 from experiments.reporting.plotting import save_figure, theme
 from infer_core.machine import cached_entries
@@ -96,6 +97,9 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
                    label="above its roof: stale machine reference?")
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity [FLOP / byte moved]", ylabel="GFLOP/s",
            title="Roofline: attainable = min(peak, intensity × bandwidth)")
+    for axis in (ax.xaxis, ax.yaxis):  # "30", not "3×10¹"; minor labels only where the axis spans little
+        axis.set_major_formatter(LogFormatter())
+        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     ax.legend(title=None, fontsize=10, loc="lower right")
     path = save_figure(fig, out / "roofline.png")
     ridge = ", ".join(f"{r.blas_threads} thr: {r.sgemm / r.bandwidth:.1f} FLOP/B"
