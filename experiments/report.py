@@ -46,8 +46,9 @@ def percent(text: str) -> float:
 
 def compare_main(argv: list[str]) -> int:
     from experiments.reporting.compare import compare as compare_sweeps
-    from experiments.reporting.compare import read_sweep, regressions
+    from experiments.reporting.compare import regressions
     from experiments.reporting.compare_report import write
+    from experiments.reporting.sweeps import read_sweep
 
     parser = argparse.ArgumentParser(prog="report.py compare", description="Compare sweeps: each later one "
                                      "against the first, point by point, with the noise accounted for.")

@@ -94,3 +94,40 @@ def test_threads_one_against_two_lead_with_the_difference(sweeps, capsys):
     assert text.index("What differs") < text.index("## matmul")
     table = pd.read_csv(sweeps / "threads" / "compare.csv")
     assert len(table) == 3 and set(table["verdict"]) <= {"faster", "slower", "no significant change"}
+
+
+def test_served_requests_are_compared_on_their_own_latencies():
+    """A batching or serve point has no per-call samples: its requests (``requests.csv``) are its samples, in
+    seconds, failed requests left out and TPOT only over requests of more than one token."""
+    from pathlib import Path
+
+    from experiments.registry import EXPERIMENTS
+    from experiments.reporting.compare import compare
+    from experiments.reporting.sweeps import Sweep, point_samples
+
+    rng = np.random.default_rng(3)
+
+    def sweep(label: str, ttft_scale: float) -> Sweep:
+        n = 40
+        requests = pd.DataFrame({
+            "source": f"/{label}/0", "variant": "continuous, measured",
+            "ttft_ms": (100 * ttft_scale * rng.lognormal(0, 0.05, n)).astype(str),
+            "e2e_ms": (900 * rng.lognormal(0, 0.05, n)).astype(str),
+            "output_tokens": ["1"] + ["8"] * (n - 1)})
+        rows = pd.DataFrame({"experiment": ["batching"], "status": ["ok"], "variant": ["continuous, measured"],
+                             "source": [f"/{label}/0"], "seed": [0]})
+        return Sweep(label, Path(label), rows, pd.DataFrame(), [], requests)
+
+    a, b = sweep("a", 1.0), sweep("b", 1.5)
+    got = point_samples(a)[("/a/0", "continuous, measured")]
+    assert sorted(got) == ["E2E per request", "TTFT per request"]
+    assert np.array_equal(got["TTFT per request"], a.requests["ttft_ms"].astype(float).to_numpy() / 1e3)
+    a.requests["tpot_ms"] = "12.5"
+    a.requests.loc[5, "error"] = "timeout"
+    a.requests["error"] = a.requests["error"].fillna("")
+    got = point_samples(a)[("/a/0", "continuous, measured")]
+    assert len(got["TTFT per request"]) == 39 and len(got["TPOT per request"]) == 38  # one failed, one 1-token
+    a.requests = a.requests.drop(columns=["tpot_ms", "error"])
+    timed = compare([a, b], EXPERIMENTS, 0.10).timed.set_index("measure")
+    assert timed.loc["TTFT per request", "verdict"] == SLOWER and 1.4 < timed.loc["TTFT per request", "ratio"] < 1.6
+    assert timed.loc["E2E per request", "verdict"] == NO_CHANGE

@@ -1,6 +1,7 @@
 """Two or more sweeps side by side: rows paired by experiment, variant and every knob that varies within a
 sweep; each timed operation compared on its raw samples (``samples.csv``, :mod:`experiments.reporting.stats`),
-every exact figure (counts, bytes, errors, SQNR) compared for equality, unmatched points listed.
+and the served requests' latencies likewise (``requests.csv``), every exact figure (counts, bytes, errors,
+SQNR) compared for equality, unmatched points listed.
 
 What differs between the sweeps as wholes (the environment, or a knob constant within each sweep but not
 across them, such as ``bench.threads``) is what the comparison compares: it heads the comparison, and is
@@ -11,17 +12,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from experiments.framework.spec import Experiment
-from experiments.framework.store import SAMPLES
 from experiments.reporting.gather import knob_columns
-from experiments.reporting.load import ReportError, find_results, load, read_tables
 from experiments.reporting.stats import SLOWER, compare_batch
+from experiments.reporting.sweeps import Sweep, point_samples
 from infer_core.environment import Environment
 
 #: Columns whose values come from a clock or from the load on the machine: compared as ratios, never exactly.
@@ -32,38 +31,6 @@ MEASURED_NAME = re.compile(r"(^|_)(time|cv|inner_loops|speedup|unstable|above|pc
 #: The environment columns of every row, and the engine's and server's versions where an experiment records them.
 ENVIRONMENT = (*Environment.__dataclass_fields__, "engine_version", "server_version")
 PER_ROW = ("started_utc",)
-
-
-@dataclass
-class Sweep:
-    """One sweep's rows (``source``: the job folder) and its samples."""
-
-    label: str
-    folder: Path
-    rows: pd.DataFrame
-    samples: pd.DataFrame
-    problems: list[str] = field(default_factory=list)
-
-
-def read_sweep(folder: Path, label: str) -> Sweep:
-    paths = find_results([folder])
-    if not paths:
-        raise ReportError(f"{folder}: no results.csv below it")
-    rows, problems = load(paths)
-    samples = read_tables([p.parent / SAMPLES for p in paths if (p.parent / SAMPLES).exists()])
-    return Sweep(label, folder, rows, samples, problems)
-
-
-def _by_row(samples: pd.DataFrame) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """(job folder, variant) -> measure -> its per-call times."""
-    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    if samples.empty or "measure" not in samples:
-        return out
-    for (source, variant, measure), g in samples.groupby(["source", "variant", "measure"], sort=False):
-        out.setdefault((str(source), str(variant)), {})[str(measure)] = g["time_s"].to_numpy(dtype=np.float64)
-    return out
-
-
 def is_exact(name: str, unit: str) -> bool:
     """A figure the same on every run of the same knobs and seed (a count, bytes, an error, SQNR)."""
     return unit not in MEASURED_UNITS and not MEASURED_NAME.search(name)
@@ -141,7 +108,7 @@ class Comparison:
 def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float) -> Comparison:
     """Pair every later sweep's rows with the first's and compare them."""
     base, lines, samples, exact, unmatched, settings, checked = sweeps[0], [], [], [], [], {}, 0
-    times = [_by_row(s.samples) for s in sweeps]
+    times = [point_samples(s) for s in sweeps]
     for name in sorted(set().union(*(set(s.rows["experiment"]) for s in sweeps))):
         exp = experiments.get(name)
         if exp is None:

@@ -1,0 +1,61 @@
+"""What a comparison pairs: a sweep's rows, the raw samples of its timed operations (``samples.csv``) and the
+latencies of its served requests (``requests.csv`` of the serve and batching experiments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.framework.store import SAMPLES
+from experiments.reporting.load import ReportError, find_results, load, read_tables
+
+#: The per-request latencies of a ``requests.csv`` sidecar (serve, batching), in ms: compared as samples of the
+#: point, one per request that completed (TPOT only where a request produced more than one token).
+REQUESTS = "requests.csv"
+REQUEST_LATENCIES = {"ttft_ms": "TTFT per request", "tpot_ms": "TPOT per request", "e2el_ms": "E2E per request",
+                     "e2e_ms": "E2E per request"}
+
+
+@dataclass
+class Sweep:
+    """One sweep's rows (``source``: the job folder), its samples and its per-request tables."""
+
+    label: str
+    folder: Path
+    rows: pd.DataFrame
+    samples: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+    requests: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def read_sweep(folder: Path, label: str) -> Sweep:
+    """Every result, sample and per-request table below ``folder``."""
+    paths = find_results([folder])
+    if not paths:
+        raise ReportError(f"{folder}: no results.csv below it")
+    rows, problems = load(paths)
+    samples = read_tables([p.parent / SAMPLES for p in paths if (p.parent / SAMPLES).exists()])
+    requests = read_tables([p.parent / REQUESTS for p in paths if (p.parent / REQUESTS).exists()])
+    return Sweep(label, folder, rows, samples, problems, requests)
+
+
+def point_samples(sweep: Sweep) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """(job folder, variant) -> measure -> its per-call times (s), or its requests' latencies (s)."""
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    samples, requests = sweep.samples, sweep.requests
+    if not samples.empty and "measure" in samples:
+        for (source, variant, measure), g in samples.groupby(["source", "variant", "measure"], sort=False):
+            out.setdefault((str(source), str(variant)), {})[str(measure)] = g["time_s"].to_numpy(dtype=np.float64)
+    if requests.empty or "variant" not in requests:
+        return out
+    done = requests.get("error", pd.Series("", index=requests.index)).fillna("").astype(str).eq("")
+    several = pd.to_numeric(requests.get("output_tokens", pd.Series(2, index=requests.index)), errors="coerce") > 1
+    for col, measure in ((c, m) for c, m in REQUEST_LATENCIES.items() if c in requests):
+        ms = pd.to_numeric(requests[col], errors="coerce")
+        keep = ms.notna() & done & (several | (col != "tpot_ms"))
+        for (source, variant), g in (ms[keep] / 1e3).groupby([requests["source"][keep], requests["variant"][keep]]):
+            out.setdefault((str(source), str(variant)), {})[measure] = g.to_numpy(dtype=np.float64)
+    return out
