@@ -4,6 +4,7 @@ the measurement, a tight budget that preempts, the report's figures, and bad kno
 from __future__ import annotations
 
 import html5lib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,7 +39,8 @@ def test_batching_rows_compare_policies_and_the_cost_model_on_one_trace(sweeps):
     for policy in ("static", "continuous"):
         measured, model = df.loc[(policy, "measured")], df.loc[(policy, "model")]
         assert measured["max_rel_err"] < 1e-5 and pd.isna(model["max_rel_err"])
-        assert model["calibration_iterations"] > 0 and model["cost_intercept_us"] > 0
+        # a least-squares fit on a few noisy iterations: its intercept may come out on either side of 0
+        assert model["calibration_iterations"] > 0 and np.isfinite(model["cost_intercept_us"])
         assert measured["output_throughput"] > 0 and model["output_throughput"] > 0
     requests = pd.read_csv(next((root / "batching").rglob("requests.csv")))
     assert sorted(requests["request"]) == list(range(12)) and (requests["ttft_ms"] <= requests["e2e_ms"]).all()
