@@ -3,7 +3,6 @@ figures that differ, the unmatched points), ``compare.csv`` (every timed pair) a
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,7 +14,7 @@ from experiments.reporting.html import write_html
 from experiments.reporting.plotting import save_figure, theme
 from experiments.reporting.stats import FASTER, NO_CHANGE, SLOWER
 from experiments.reporting.tables import markdown_table
-from infer_core.files import write_text_atomic
+from infer_core.files import atomic_path, write_text_atomic
 
 COLORS = {FASTER: "#2a9d8f", NO_CHANGE: "#8d99ae", SLOWER: "#e76f51"}
 
@@ -65,9 +64,8 @@ def ratio_plot(result: Comparison, threshold: float, out: Path) -> Path | None:
 def write(result: Comparison, out: Path, threshold: float, fail_above: float | None) -> Path:
     """``compare.md``, ``compare.csv`` and the plot into ``out``; returns the Markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    result.timed.to_csv(buf, index=False)
-    write_text_atomic(out / "compare.csv", buf.getvalue())
+    with atomic_path(out / "compare.csv") as tmp:
+        result.timed.to_csv(tmp, index=False)
     plot = ratio_plot(result, threshold, out)
     first = result.labels[0]
     lines = [f"# Comparison: {' vs '.join(result.labels)}", "",

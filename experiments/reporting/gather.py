@@ -3,7 +3,6 @@ experiment (its table, failures, its own part and plots), and the roofline over 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping
 from dataclasses import fields
@@ -21,7 +20,7 @@ from experiments.reporting.html import write_html
 from experiments.reporting.load import ReportError, find_results, load
 from experiments.reporting.tables import fmt, markdown_table
 from infer_core.environment import Environment
-from infer_core.files import write_text_atomic
+from infer_core.files import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 __all__ = ["ReportError", "build_report"]
@@ -102,9 +101,8 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
     for problem in left_out:
         log.warning("left out %s", problem)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    write_text_atomic(out / RESULTS, buf.getvalue())
+    with atomic_path(out / RESULTS) as tmp:
+        df.to_csv(tmp, index=False)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parts = ["# infer-sweep report", "", f"Generated {stamp} from {df['source'].nunique()} job folder(s) under "
              + ", ".join(f"`{f}`" for f in folders) + f"; all rows in `{RESULTS}`.", ""]

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from infer_core.quant.common import fp16_bytes, fp16_from_bytes, round_half_away
+from infer_core.quant.common import fp16_bytes, fp16_from_bytes, inverse, round_half_away
 
 QK_K = 256
 #: Values a K-quant chunk holds (1 MiB of float32). A K-quant makes many per-sub-block NumPy calls
@@ -80,12 +80,6 @@ def _rows(qt: np.ndarray, n: int, k: int) -> np.ndarray:
     return rows.reshape(n, k, sub)
 
 
-def _inverse(v: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(v, dtype=np.float32)
-    np.divide(np.float32(1), v, out=out, where=v != 0)
-    return out
-
-
 def _codes(xt: np.ndarray, iscale: np.ndarray, offset: np.ndarray | np.float32, lo: float, hi: float,
            out: np.ndarray | None = None) -> np.ndarray:
     """``clip(floor(xt·iscale + offset), lo, hi)`` per column, as float32 (offset holds the +0.5)."""
@@ -130,7 +124,7 @@ def _fit_affine(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> tuple[n
     span = xt.max(axis=0) - lo
     sx, sxx = xt.sum(axis=0), np.einsum("ij,ij->j", xt, xt)
     unit = np.subtract(xt, lo, out=_buffer("unit", xt.shape))
-    unit *= _inverse(span)  # in [0, 1]: a candidate's codes are one scalar product away, no offset
+    unit *= inverse(span)  # in [0, 1]: a candidate's codes are one scalar product away, no offset
     q = _buffer("q", xt.shape)
     sums = np.empty((3, len(deltas), m), dtype=np.float32)
     for i, delta in enumerate(deltas):  # rint rounds ties to even: exact halves may code unlike roundf
@@ -142,7 +136,7 @@ def _fit_affine(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> tuple[n
     best_err, best_a, best_b = _best(err, a, b)
     none = ~np.isfinite(best_err)  # no candidate with a > 0 (a constant or all-zero column)
     best_a[none], best_b[none] = (span / np.float32(nmax))[none], lo[none]
-    iscale = _inverse(best_a)
+    iscale = inverse(best_a)
     _code_sums(_codes(xt, iscale, np.float32(0.5) - best_b * iscale, 0, nmax, out=q), xt, sums[:, 0])
     a, b, err = _affine_refit(sums[:, 0], sx, sxx, n)
     better = err < best_err
@@ -170,14 +164,14 @@ def _fit_symmetric(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> np.n
     mx, mn = xt.max(axis=0), xt.min(axis=0)
     peak = np.where(-mn > mx, mn, mx)
     sxx = np.einsum("ij,ij->j", xt, xt)
-    unit = np.multiply(xt, _inverse(peak), out=_buffer("unit", xt.shape))  # in [−1, 1], the peak at 1
+    unit = np.multiply(xt, inverse(peak), out=_buffer("unit", xt.shape))  # in [−1, 1], the peak at 1
     q = _buffer("q", xt.shape)
     factors = [np.float32(-(nmax + d)) for d in deltas]
     sums = np.empty((3, len(factors) + 1, m), dtype=np.float32)
 
     def fit(k: int) -> tuple[np.ndarray, np.ndarray]:
         sll, slx = sums[1, :k], sums[2, :k]
-        s = slx * _inverse(sll)
+        s = slx * inverse(sll)
         return s, np.where(sll > 0, sxx - s * slx, np.float32(np.inf))
 
     for i, factor in enumerate(factors):
@@ -190,7 +184,7 @@ def _fit_symmetric(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> np.n
     s, err = fit(len(factors))
     best_err, best_s = _best(err, s)
     best_s[~np.isfinite(best_err)] = (peak / np.float32(-nmax))[~np.isfinite(best_err)]
-    np.clip(np.rint(np.multiply(xt, _inverse(best_s), out=q), out=q), np.float32(-nmax), np.float32(nmax - 1), out=q)
+    np.clip(np.rint(np.multiply(xt, inverse(best_s), out=q), out=q), np.float32(-nmax), np.float32(nmax - 1), out=q)
     _code_sums(q, xt, sums[:, len(factors)])
     s, err = fit(len(factors) + 1)
     return np.where(err[-1] < best_err, s[-1], best_s)
@@ -205,11 +199,11 @@ def _affine_blocks(b: np.ndarray, sub: int, nmax: int, smax: int, deltas: tuple[
     scale, mins = (v.reshape(n, k) for v in _fit_affine(xt, nmax, deltas))
     d16 = (scale.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
     dmin16 = (mins.max(axis=1) / np.float32(smax)).astype(np.float16).astype(np.float32)
-    sc = np.clip(_nearest(scale * _inverse(d16)[:, None]), 0, smax).astype(np.uint8)
-    mn = np.clip(_nearest(mins * _inverse(dmin16)[:, None]), 0, smax).astype(np.uint8)
+    sc = np.clip(_nearest(scale * inverse(d16)[:, None]), 0, smax).astype(np.uint8)
+    mn = np.clip(_nearest(mins * inverse(dmin16)[:, None]), 0, smax).astype(np.uint8)
     eff_d = (d16[:, None] * sc).reshape(-1)
     eff_m = (dmin16[:, None] * mn).reshape(-1)
-    iscale = _inverse(eff_d)
+    iscale = inverse(eff_d)
     q = _codes(xt, iscale, np.float32(0.5) + eff_m * iscale, 0, nmax, out=_buffer("q", xt.shape))
     return d16, dmin16, sc, mn, _rows(q, n, k)
 
@@ -277,10 +271,10 @@ def _symmetric_blocks(b: np.ndarray, nmax: int, smax: int,
     xt = _columns(b, 16)
     scale = _fit_symmetric(xt, nmax, deltas).reshape(n, 16)
     big = np.take_along_axis(scale, np.abs(scale).argmax(axis=1)[:, None], axis=1)[:, 0]
-    iscale = _inverse(big) * np.float32(-smax)
+    iscale = inverse(big) * np.float32(-smax)
     sc = np.clip(_nearest(iscale[:, None] * scale), -smax, smax - 1).astype(np.int8)
-    d16 = _inverse(iscale).astype(np.float16).astype(np.float32)
-    inv = _inverse((d16[:, None] * sc).reshape(-1))
+    d16 = inverse(iscale).astype(np.float16).astype(np.float32)
+    inv = inverse((d16[:, None] * sc).reshape(-1))
     q = _codes(xt, inv, np.float32(0.5), -nmax, nmax - 1, out=_buffer("q", xt.shape))
     q += np.float32(nmax)
     return d16, sc, _rows(q, n, 16)
