@@ -6,9 +6,14 @@ takes a new block only when its last one is full. ``fork`` shares the parent's b
 counts go up) and a shared block is copied only when one of its owners writes into it (copy-on-write), so
 samples of one prompt keep one copy of it. ``free`` returns the blocks no one else holds.
 
-:class:`PagedKVCache` adds the storage: K and V pools (n_layers, num_blocks, n_kv_heads, block_size,
-d_head). Nothing is ever gathered into a contiguous copy: attention runs one product per block into a
-score buffer, the softmax, then P·V per block.
+:class:`PagedKVCache` adds the storage: K and V pools (n_layers, n_kv_heads, d_head, num_blocks · block_size), a
+token's K and V a column as in the contiguous cache, block ``b`` columns ``b · block_size`` …; and it chooses which
+free block a sequence gets so that its blocks form runs. Nothing is ever gathered into a contiguous copy:
+:func:`batch_attention` reads the blocks where they lie, one product per *window* of the pool (:func:`windows`:
+a run of a sequence's blocks, or blocks of sequences that grew interleaved, read once for all of them), masks
+out the columns a query may not see, and combines each sequence's windows by their softmax maxima and sums.
+Long rows make fast products: a run reads about as fast as the contiguous cache; a sequence scattered over
+blocks far apart pays for a product per block (``benchmarks/bench_paged.py`` measures both).
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ class OutOfBlocks(RuntimeError):
 
 
 class BlockTables:
-    """Block tables, reference counts and the free list of a pool of ``num_blocks`` blocks."""
+    """Block tables, reference counts and the free blocks of a pool of ``num_blocks`` blocks: bookkeeping, where
+    any free block serves any sequence (the last freed is taken first). :class:`PagedKVCache`, where K and V lie
+    in the blocks, chooses which one for speed."""
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         if min(num_blocks, block_size) < 1:
             raise ValueError(f"num_blocks={num_blocks}, block_size={block_size}: each must be >= 1")
         self.block_size = block_size
         self.refs = np.zeros(num_blocks, dtype=np.int64)
-        self.free_blocks = list(range(num_blocks - 1, -1, -1))  # popped from the end: block 0 first
+        self._free = list(range(num_blocks - 1, -1, -1))  # popped from the end: block 0 first
+        self._num_free = num_blocks
         self.tables: dict[int, list[int]] = {}
         self.lengths: dict[int, int] = {}
         self.copied = 0  # blocks copied on write
@@ -44,16 +52,24 @@ class BlockTables:
 
     @property
     def num_free(self) -> int:
-        return len(self.free_blocks)
+        return self._num_free
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold ``tokens`` tokens."""
         return -(-tokens // self.block_size)
 
-    def _take(self) -> int:
-        if not self.free_blocks:
+    def _take(self, after: int | None) -> int:
+        """Which free block a sequence whose last block is ``after`` (None: it has none) gets: here, any."""
+        return self._free.pop()
+
+    def _release(self, block: int) -> None:
+        self._free.append(block)
+
+    def _claim(self, after: int | None) -> int:
+        if not self._num_free:
             raise OutOfBlocks(f"all {self.num_blocks} blocks of {self.block_size} tokens are in use")
-        block = self.free_blocks.pop()
+        block = self._take(after)
+        self._num_free -= 1
         self.refs[block] = 1
         return block
 
@@ -74,12 +90,12 @@ class BlockTables:
             raise OutOfBlocks(f"all {self.num_blocks} blocks of {self.block_size} tokens are in use")
         copy = None
         if cow:
-            copy = (table[-1], self._take())
+            copy = (table[-1], self._claim(table[-2] if len(table) > 1 else None))
             self.refs[copy[0]] -= 1
             table[-1] = copy[1]
             self.copied += 1
         while len(table) < self.blocks_for(start + t):
-            table.append(self._take())
+            table.append(self._claim(table[-1] if table else None))
         self.lengths[seq] = start + t
         return copy
 
@@ -102,54 +118,79 @@ class BlockTables:
             block = table.pop()
             self.refs[block] -= 1
             if self.refs[block] == 0:
-                self.free_blocks.append(block)
+                self._release(block)
+                self._num_free += 1
         self.lengths[seq] = n
-
-    def slot(self, seq: int, pos: int) -> tuple[int, int]:
-        """(block, offset) of token ``pos`` of ``seq``."""
-        return self.tables[seq][pos // self.block_size], pos % self.block_size
 
 
 @dataclass
 class Swapped:
-    """A sequence's K and V copied out of the pool (n_layers, n_kv_heads, length, d_head): a host copy."""
+    """A sequence's K and V copied out of the pool (n_layers, n_kv_heads, d_head, length): a host copy."""
 
     k: np.ndarray
     v: np.ndarray
 
     @property
     def length(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
 
 class PagedKVCache(BlockTables):
-    """A block pool with storage: K and V of ``n_layers`` layers, (n_layers, num_blocks, n_kv_heads, block_size,
-    d_head) each."""
+    """A block pool with storage: K and V of ``n_layers`` layers, (n_layers, n_kv_heads, d_head, num_blocks ·
+    block_size) each, a token's K and V a column, as in the contiguous cache; block ``b`` is columns
+    ``b · block_size`` … ``(b + 1) · block_size − 1``.
+
+    Any free block still serves any sequence (no reservation, nothing wasted but the last block's tail); which one
+    is taken is a matter of speed: the block right after the sequence's last one when it is free; else the start
+    of the longest run of free blocks no sequence grows into (none ends right before it); else the middle of the
+    longest run. So sequences grow in runs of consecutive blocks, which attention reads as one product each."""
 
     def __init__(self, num_blocks: int, block_size: int, n_kv_heads: int, d_head: int,
                  dtype: np.dtype | type = np.float32, n_layers: int = 1) -> None:
         super().__init__(num_blocks, block_size)
         if min(n_kv_heads, d_head, n_layers) < 1:
             raise ValueError(f"n_kv_heads={n_kv_heads}, d_head={d_head}, n_layers={n_layers}: each must be >= 1")
-        shape = (n_layers, num_blocks, n_kv_heads, block_size, d_head)
+        shape = (n_layers, n_kv_heads, d_head, num_blocks * block_size)
         self.k, self.v = np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=dtype)
+        self.is_free = np.ones(num_blocks, dtype=bool)  # in place of the free list: where the free blocks lie
+        self._free.clear()
+
+    def _take(self, after: int | None) -> int:
+        if after is not None and after + 1 < self.num_blocks and self.is_free[after + 1]:
+            block = after + 1
+        else:
+            edges = np.flatnonzero(np.diff(self.is_free, prepend=False, append=False))  # free runs: starts, ends
+            starts, ends = edges[::2], edges[1::2]
+            tails = np.fromiter((t[-1] for t in self.tables.values() if t), dtype=np.int64)
+            open_ = (starts == 0) | ~np.isin(starts - 1, tails)  # no sequence would grow into it
+            if open_.any():  # the start of the longest such run
+                block = int(starts[np.argmax(np.where(open_, ends - starts, -1))])
+            else:  # the middle of the longest run, leaving its first half to the sequence before it
+                i = int(np.argmax(ends - starts))
+                block = int((starts[i] + ends[i]) // 2)
+        self.is_free[block] = False
+        return block
+
+    def _release(self, block: int) -> None:
+        self.is_free[block] = True
 
     def extend(self, seq: int, t: int) -> tuple[int, int] | None:
         copy = super().extend(seq, t)
         if copy:
-            self.k[:, copy[1]], self.v[:, copy[1]] = self.k[:, copy[0]], self.v[:, copy[0]]
+            src, dst = (slice(b * self.block_size, (b + 1) * self.block_size) for b in copy)
+            self.k[..., dst], self.v[..., dst] = self.k[..., src], self.v[..., src]
         return copy
+
+    def slots(self, seq: int, start: int, end: int) -> np.ndarray:
+        """Pool columns of tokens ``start`` … ``end − 1`` of ``seq``, (end − start,)."""
+        pos = np.arange(start, end)
+        return np.asarray(self.tables[seq], dtype=np.int64)[pos // self.block_size] * self.block_size \
+            + pos % self.block_size
 
     def write(self, seq: int, layer: int, start: int, k: np.ndarray, v: np.ndarray) -> None:
         """Store tokens ``start`` … of ``seq`` (room made by :meth:`extend`): ``k``, ``v`` (n_kv_heads, t, d_head)."""
-        bs, table = self.block_size, self.tables[seq]
-        pos, end = start, start + k.shape[1]
-        while pos < end:
-            block, off = table[pos // bs], pos % bs
-            n = min(end - pos, bs - off)
-            self.k[layer, block, :, off:off + n] = k[:, pos - start:pos - start + n]
-            self.v[layer, block, :, off:off + n] = v[:, pos - start:pos - start + n]
-            pos += n
+        slots = self.slots(seq, start, start + k.shape[1])
+        self.k[layer][..., slots], self.v[layer][..., slots] = k.swapaxes(1, 2), v.swapaxes(1, 2)
 
     def append(self, seq: int, k: np.ndarray, v: np.ndarray) -> None:
         """Append tokens to a one-layer cache: ``k``, ``v`` (n_kv_heads, t, d_head)."""
@@ -158,73 +199,145 @@ class PagedKVCache(BlockTables):
         self.write(seq, 0, start, k, v)
 
     def contiguous(self, seq: int, layer: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """K and V of ``seq`` as contiguous copies (n_kv_heads, length, d_head): for checking and swapping."""
-        n, table = self.lengths[seq], self.tables[seq]
-        if not table:
-            return self.k[layer, 0, :, :0].copy(), self.v[layer, 0, :, :0].copy()
-        return (np.concatenate([self.k[layer, b] for b in table], axis=1)[:, :n],
-                np.concatenate([self.v[layer, b] for b in table], axis=1)[:, :n])
+        """K and V of ``seq`` as copies (n_kv_heads, length, d_head): for checking."""
+        slots = self.slots(seq, 0, self.lengths[seq])
+        return self.k[layer][..., slots].swapaxes(1, 2), self.v[layer][..., slots].swapaxes(1, 2)
 
     def copy_out(self, seq: int) -> Swapped:
         """A host copy of ``seq``'s K and V, for swapping it out (the blocks stay until the caller frees them)."""
-        layers = [self.contiguous(seq, i) for i in range(self.k.shape[0])]
-        return Swapped(np.stack([k for k, _ in layers]), np.stack([v for _, v in layers]))
+        slots = self.slots(seq, 0, self.lengths[seq])
+        return Swapped(self.k[..., slots], self.v[..., slots])
 
     def copy_in(self, seq: int, saved: Swapped) -> None:
         """Write a host copy back into ``seq``'s blocks (room made with :meth:`extend`)."""
-        for layer in range(self.k.shape[0]):
-            self.write(seq, layer, 0, saved.k[layer], saved.v[layer])
+        slots = self.slots(seq, 0, saved.length)
+        self.k[..., slots], self.v[..., slots] = saved.k, saved.v
+
+
+#: Tokens of blocks no one in the product holds that a window reads rather than splitting there: a product over a
+#: short run of columns is slow (its rows are short and far apart), reading a few unused columns is not.
+GAP_TOKENS = 128
+#: A run of blocks with the same holders at least this long gets a product of its own instead of sharing one with
+#: other sequences' blocks (which would compute their queries against its columns too).
+RUN_TOKENS = 256
+
+
+@dataclass
+class Window:
+    """Pool columns ``lo`` … ``hi − 1`` read by one product, for ``members`` (indices into the batch) holding blocks
+    there; ``position`` (members, hi − lo) is the token each column holds for each member, −1 if none."""
+
+    lo: int
+    hi: int
+    members: np.ndarray
+    position: np.ndarray
+
+
+def windows(tables: list[np.ndarray], block_size: int) -> list[Window]:
+    """The windows that read every block of ``tables`` (a batch's block tables) once. The pool's blocks the batch
+    holds, sorted, are cut where more than :data:`GAP_TOKENS` tokens of unheld blocks lie between two of them, and
+    where their holders change next to a run of at least :data:`RUN_TOKENS` tokens with the same holders; so a long
+    run of one sequence is one product, and blocks of sequences that grew together, interleaved, are one product
+    for all of them."""
+    bs = block_size
+    sizes = [len(t) for t in tables]
+    if not sum(sizes):
+        return []
+    block = np.concatenate(tables).astype(np.int64)  # (pairs,) every (sequence, block) pair of the batch
+    seq = np.repeat(np.arange(len(tables)), sizes)
+    index = np.arange(len(block)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # the block's place in its table
+    order = np.argsort(block, kind="stable")
+    block, seq, index = block[order], seq[order], index[order]
+    first = np.flatnonzero(np.diff(block, prepend=-1))  # (held,) the first pair of each distinct block
+    held = block[first]
+    jump = np.diff(held) - 1 > max(1, GAP_TOKENS // bs)
+    cut = jump
+    if len(tables) > 1:  # a key of each block's holders; runs of equal keys
+        holders = np.add.reduceat((seq.astype(np.uint64) + 1) * np.uint64(0x9E3779B97F4A7C15), first)
+        change = jump | (holders[1:] != holders[:-1])
+        run = np.concatenate([[0], np.cumsum(change)])
+        long = np.bincount(run) * bs >= RUN_TOKENS
+        cut = jump | (change & (long[run[1:]] | long[run[:-1]]))
+    cuts = np.flatnonzero(cut) + 1  # window boundaries, in distinct blocks
+    pair_bounds = np.concatenate([[0], first[cuts], [len(block)]])
+    block_bounds = np.concatenate([[0], cuts, [len(held)]])
+    out = []
+    for w in range(len(block_bounds) - 1):
+        a, b = pair_bounds[w], pair_bounds[w + 1]
+        lo, hi = int(held[block_bounds[w]]), int(held[block_bounds[w + 1] - 1]) + 1
+        members, m = (np.zeros(1, dtype=np.int64), np.zeros(b - a, dtype=np.int64)) if len(tables) == 1 else \
+            np.unique(seq[a:b], return_inverse=True)
+        position = np.full((len(members), (hi - lo) * bs), -1, dtype=np.int64)
+        position.reshape(len(members), hi - lo, bs)[m, block[a:b] - lo] = index[a:b, None] * bs + np.arange(bs)
+        out.append(Window(lo * bs, hi * bs, members, position))
+    return out
+
+
+def batch_attention(cache: PagedKVCache, seqs: list[int], q: np.ndarray, upto: list[int], layer: int = 0,
+                    scale: float | None = None) -> np.ndarray:
+    """Queries ``q`` (batch, n_heads, t, d_head): sequence ``seqs[j]``'s tokens ``upto[j] − t`` … ``upto[j] − 1``,
+    each over that sequence's cached tokens before it (causal), read where they lie in the pool: one product per
+    :func:`windows` window for every sequence holding blocks in it, other columns masked out, and each sequence's
+    softmax assembled from its windows' partial ones (maximum, sum, P·V rescaled to a common maximum, as flash
+    decoding combines its splits). ``scale`` defaults to 1/sqrt(d_head). Returns (batch, n_heads, t, d_head)."""
+    batch, n_heads, t, d = q.shape
+    k_pool, v_pool = cache.k[layer], cache.v[layer]  # (n_kv, d, columns)
+    n_kv, bs = k_pool.shape[0], cache.block_size
+    if len(seqs) != batch or len(upto) != batch or n_heads % n_kv:
+        raise ValueError(f"q {q.shape} for {len(seqs)} sequences, {len(upto)} ends and {n_kv} KV heads: want "
+                         "(batch, h, t, d), h divisible by the KV heads")
+    for seq, n in zip(seqs, upto, strict=True):
+        if not t <= n <= cache.lengths[seq]:
+            raise ValueError(f"{t} queries ending at token {n} of sequence {seq} (length {cache.lengths[seq]})")
+    g = n_heads // n_kv
+    rows = g * t  # query rows per sequence and KV head
+    qi = q.reshape(batch, n_kv, rows, d).transpose(1, 0, 2, 3)  # (n_kv, batch, rows, d)
+    if scale is None or scale != 1:
+        qi = qi * q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
+    last = np.asarray(upto)[:, None] - t + np.arange(t)  # (batch, t) the newest key each query may see
+    tables = [np.asarray(cache.tables[seq][:cache.blocks_for(n)]) for seq, n in zip(seqs, upto, strict=True)]
+    top = np.full((n_kv, batch, rows, 1), -np.inf, dtype=q.dtype)  # running maximum, sum and P·V
+    total = np.zeros((n_kv, batch, rows, 1), dtype=q.dtype)
+    acc = np.zeros((n_kv, batch, rows, d), dtype=q.dtype)
+    for w in windows(tables, bs):
+        m = len(w.members)
+        qw = qi[:, w.members].reshape(n_kv, m * rows, d)
+        s = (qw @ k_pool[..., w.lo:w.hi]).reshape(n_kv, m, g, t, w.hi - w.lo)
+        hidden = (w.position[:, None, :] < 0) | (w.position[:, None, :] > last[w.members][:, :, None])
+        s += np.where(hidden, -np.inf, 0).astype(q.dtype)[:, None]  # (m, 1, t, columns)
+        s = s.reshape(n_kv, m * rows, w.hi - w.lo)
+        mx = s.max(axis=-1, keepdims=True)  # −inf where a query sees none of the window's columns
+        np.subtract(s, np.where(mx > -np.inf, mx, 0), out=s)
+        np.exp(s, out=s)
+        o = (s @ v_pool[..., w.lo:w.hi].swapaxes(-1, -2)).reshape(n_kv, m, rows, d)  # one product for all members
+        mx, total_w = mx.reshape(n_kv, m, rows, 1), s.sum(axis=-1).reshape(n_kv, m, rows, 1)
+        new = np.maximum(top[:, w.members], mx)
+        base = np.where(new > -np.inf, new, 0)
+        old, here = np.exp(top[:, w.members] - base), np.exp(mx - base)
+        acc[:, w.members] = acc[:, w.members] * old + o * here
+        total[:, w.members] = total[:, w.members] * old + total_w * here
+        top[:, w.members] = new
+    acc /= total
+    return acc.reshape(n_kv, batch, g, t, d).transpose(1, 0, 2, 3, 4).reshape(batch, n_heads, t, d)
 
 
 def paged_attention(cache: PagedKVCache, seq: int, q: np.ndarray, layer: int = 0, scale: float | None = None,
-                    scores: np.ndarray | None = None, upto: int | None = None) -> np.ndarray:
+                    upto: int | None = None) -> np.ndarray:
     """Queries ``q`` (n_heads, t, d_head) of tokens ``upto − t`` … ``upto − 1`` of ``seq`` (``upto``: its length by
-    default) over its cached tokens before ``upto`` (causal: query i sees keys up to upto − t + i), read block by
-    block through its table. ``scale`` defaults to 1/sqrt(d_head); ``scores`` is an optional buffer of at least
-    (n_kv, group·t, blocks·block_size). Returns (n_heads, t, d_head)."""
-    n_heads, t, d = q.shape
-    k_pool, v_pool = cache.k[layer], cache.v[layer]
-    n_kv, bs = k_pool.shape[1], cache.block_size
-    g = n_heads // n_kv
-    n, table = cache.lengths[seq] if upto is None else upto, cache.tables[seq]
-    blocks = -(-n // bs)
-    qi = q.reshape(n_kv, g * t, d)
-    if scale is None or scale != 1:
-        qi = qi * q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
-    if scores is None or scores.shape[-1] < blocks * bs or scores.shape[1] < g * t:
-        scores = np.empty((n_kv, g * t, blocks * bs), dtype=q.dtype)
-    s = scores[:, :g * t]
-    for j, block in enumerate(table[:blocks]):
-        np.matmul(qi, k_pool[block].swapaxes(-1, -2), out=s[:, :, j * bs:(j + 1) * bs])
-    s = s[:, :, :n]
-    if t > 1:  # the new tokens: query i must not see keys past position n − t + i
-        future = np.arange(n)[None, :] > (n - t + np.arange(t))[:, None]  # (t, n)
-        s.reshape(n_kv, g, t, n)[:, :, future] = -np.inf
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    acc = np.matmul(s[:, :, :min(bs, n)], v_pool[table[0], :, :min(bs, n)])
-    for j, block in enumerate(table[1:blocks], start=1):
-        w = min(bs, n - j * bs)
-        acc += np.matmul(s[:, :, j * bs:j * bs + w], v_pool[block, :, :w])
-    acc /= s.sum(axis=-1, keepdims=True)
-    return acc.reshape(n_heads, t, d)
+    default) over its cached tokens before ``upto`` (causal: query i sees keys up to upto − t + i), through its block
+    table (:func:`batch_attention` of one sequence). Returns (n_heads, t, d_head)."""
+    n = cache.lengths[seq] if upto is None else upto
+    return batch_attention(cache, [seq], q[None], [n], layer, scale)[0]
 
 
 def paged_decode_attention(cache: PagedKVCache, seqs: list[int], q: np.ndarray, layer: int = 0,
                            scale: float | None = None) -> np.ndarray:
-    """One query per sequence (``q`` (batch, n_heads, d_head)) over each sequence's cached tokens, through its
-    block table (:func:`paged_attention`, one score buffer for the batch). Returns (batch, n_heads, d_head)."""
-    n_heads = q.shape[1]
-    n_kv = cache.k.shape[2]
-    if len(seqs) != q.shape[0] or n_heads % n_kv:
-        raise ValueError(f"q {q.shape} for {len(seqs)} sequences and {n_kv} KV heads: want (batch, h, d), "
-                         "h divisible by the KV heads")
-    longest = max(cache.lengths[s] for s in seqs)
-    scores = np.empty((n_kv, n_heads // n_kv, cache.blocks_for(longest) * cache.block_size), dtype=q.dtype)
-    out = np.empty_like(q)
-    for i, seq in enumerate(seqs):
-        out[i] = paged_attention(cache, seq, q[i][:, None], layer, scale, scores)[:, 0]
-    return out
+    """One query per sequence (``q`` (batch, n_heads, d_head)) over each sequence's cached tokens, through the block
+    tables (:func:`batch_attention`: blocks of sequences that grew together are read once for all of them).
+    Returns (batch, n_heads, d_head)."""
+    if q.ndim != 3:
+        raise ValueError(f"q {q.shape}: want (batch, n_heads, d_head)")
+    return batch_attention(cache, seqs, q[:, :, None], [cache.lengths[s] for s in seqs], layer, scale)[:, :, 0]
 
 
 def paged_forward(model: Decoder, x: np.ndarray, cache: PagedKVCache, seq: int, start: int | None = None
@@ -248,16 +361,15 @@ def paged_forward(model: Decoder, x: np.ndarray, cache: PagedKVCache, seq: int, 
 
 def paged_decode_step(model: Decoder, x: np.ndarray, cache: PagedKVCache, seqs: list[int]) -> np.ndarray:
     """One token per sequence, batched: ``x`` (batch, d_model) is the newest token of each of ``seqs`` (room made
-    with :meth:`PagedKVCache.extend`); projections run once for the batch, attention per sequence through its
-    block table. Returns (batch, d_model)."""
+    with :meth:`PagedKVCache.extend`); projections and attention (:func:`paged_decode_attention`) run once for
+    the batch. Returns (batch, d_model)."""
     s = model.shape
     b, d = x.shape
-    slots = [cache.slot(seq, cache.lengths[seq] - 1) for seq in seqs]
-    blocks, offsets = np.array([a for a, _ in slots]), np.array([o for _, o in slots])
+    slots = np.concatenate([cache.slots(seq, cache.lengths[seq] - 1, cache.lengths[seq]) for seq in seqs])
     for i, layer in enumerate(model.layers):
         qkv = rms_norm(x) @ layer.w_qkv  # (B, d + 2 d_kv)
-        cache.k[i, blocks, :, offsets] = qkv[:, d:d + s.d_kv].reshape(b, s.n_kv_heads, s.d_head)
-        cache.v[i, blocks, :, offsets] = qkv[:, d + s.d_kv:].reshape(b, s.n_kv_heads, s.d_head)
+        cache.k[i][..., slots] = qkv[:, d:d + s.d_kv].reshape(b, s.n_kv_heads, s.d_head).transpose(1, 2, 0)
+        cache.v[i][..., slots] = qkv[:, d + s.d_kv:].reshape(b, s.n_kv_heads, s.d_head).transpose(1, 2, 0)
         o = paged_decode_attention(cache, seqs, qkv[:, :d].reshape(b, s.n_heads, s.d_head), i, scale=1.0)
         x = feed_forward(layer, x + o.reshape(b, d) @ layer.w_o)
     return x

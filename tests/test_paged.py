@@ -12,12 +12,14 @@ from infer_core.attention import DecoderShape, forward, init_decoder
 from infer_core.executors import CostModel, NumpyExecutor
 from infer_core.flash import naive_attention
 from infer_core.paged import (
+    GAP_TOKENS,
     BlockTables,
     OutOfBlocks,
     PagedKVCache,
     paged_decode_attention,
     paged_decode_step,
     paged_forward,
+    windows,
 )
 from infer_core.scheduler import Policy, Preempt, serve
 
@@ -80,7 +82,7 @@ def test_freeing_every_sequence_restores_the_pool():
     assert cache.num_free < 40
     for seq in (2, 0, 3, 1):
         cache.free(seq)
-    assert cache.num_free == 40 and (cache.refs == 0).all() and sorted(cache.free_blocks) == list(range(40))
+    assert cache.num_free == 40 and (cache.refs == 0).all() and cache.is_free.all()
 
 
 def test_a_full_pool_refuses_an_append_and_keeps_nothing_of_it():
@@ -92,6 +94,81 @@ def test_a_full_pool_refuses_an_append_and_keeps_nothing_of_it():
     with pytest.raises(OutOfBlocks, match="all 3 blocks of 4 tokens are in use"):
         cache.append(0, *tokens(rng, 1, 8, 4))
     assert (list(cache.tables[0]), cache.lengths[0], cache.num_free) == before
+
+
+def with_holes(cache, holes):
+    """Fill ``cache`` with one-block idle sequences (ids from 10,000), then free those on the blocks ``holes``:
+    what a sequence takes next lies in those holes, as in a full pool after churn."""
+    for i in range(cache.num_blocks):
+        cache.add(10_000 + i)
+        cache.extend(10_000 + i, 1)
+    for seq, table in list(cache.tables.items()):
+        if table[0] in set(holes):
+            cache.free(seq)
+
+
+@pytest.mark.parametrize("block_size", [1, 16])
+@pytest.mark.parametrize("layout", ["interleaved", "far apart"])
+def test_paged_attention_reads_interleaved_and_far_apart_blocks_exactly(block_size, layout):
+    """Interleaved: three sequences grow by turns into every other block of a full pool, so their blocks alternate
+    and one product serves them all (each masks the others' columns). Far apart: holes of 64 tokens separated by
+    more than GAP_TOKENS tokens of idle blocks, so each sequence needs several products, assembled by their maxima
+    and sums. Either way each result equals attention over the sequence's own K and V, with GQA."""
+    rng = np.random.default_rng(block_size)
+    n_heads, n_kv, d, lengths = 8, 2, 16, [40, 70, 53]
+    blocks = sum(-(-n // block_size) for n in lengths) + 3
+    if layout == "interleaved":
+        cache = PagedKVCache(2 * blocks, block_size, n_kv, d)
+        with_holes(cache, range(0, 2 * blocks, 2))
+    else:
+        run = 64 // block_size  # holes of 64 tokens, more than GAP_TOKENS apart
+        step = run + GAP_TOKENS // block_size + 2
+        pool = -(-blocks // run) * step
+        cache = PagedKVCache(pool, block_size, n_kv, d)
+        with_holes(cache, [b for b in range(pool) if b % step < run])
+    kv = [tokens(rng, n_kv, n, d) for n in lengths]
+    for seq in range(3):
+        cache.add(seq)
+    for a in range(0, max(lengths), 5):  # by turns, five tokens at a time
+        for seq, (k, v) in enumerate(kv):
+            if a < lengths[seq]:
+                cache.append(seq, k[:, a:a + 5], v[:, a:a + 5])
+    for seq, (k, v) in enumerate(kv):
+        assert np.array_equal(cache.contiguous(seq)[0], k) and np.array_equal(cache.contiguous(seq)[1], v)
+    products = windows([np.asarray(cache.tables[s]) for s in range(3)], block_size)
+    if layout == "interleaved":
+        assert max(len(w.members) for w in products) == 3
+    else:
+        assert len(products) >= 3 and all(w.hi - w.lo <= 64 for w in products)  # none reads across a gap
+    q = rng.standard_normal((3, n_heads, d), dtype=np.float32)
+    out = paged_decode_attention(cache, [0, 1, 2], q)
+    for i, (k, v) in enumerate(kv):
+        ref, _ = naive_attention(q[i][:, None], np.repeat(k, 4, axis=0), np.repeat(v, 4, axis=0), causal=False)
+        assert np.abs(out[i] - ref[:, 0]).max() <= 1e-6 * max(1.0, np.abs(ref).max())
+
+
+def test_windows_read_every_held_block_once_and_give_a_long_run_its_own_product():
+    """Blocks 0–19 of sequence 0 (a run of 320 tokens >= RUN_TOKENS), then 20–27 alternating between
+    sequences 1 and 2, then a gap of 100 blocks, then sequence 0's block 128: three products."""
+    tables = [np.r_[0:20, 128], np.arange(20, 28, 2), np.arange(21, 28, 2)]
+    got = windows(tables, 16)
+    assert [(w.lo // 16, w.hi // 16, list(w.members)) for w in got] == [(0, 20, [0]), (20, 28, [1, 2]),
+                                                                      (128, 129, [0])]
+    assert got[1].position[0, :16].tolist() == list(range(16)) and (got[1].position[0, 16:32] == -1).all()
+    assert got[2].position[0, 0] == 20 * 16  # block 128 holds sequence 0's 21st block
+
+
+def test_a_sequence_grows_in_runs_the_allocator_keeps_apart():
+    """Each sequence extends into the block after its last; a new one starts where no sequence grows into."""
+    tables = PagedKVCache(64, 4, 1, 1)
+    for seq in range(3):
+        tables.add(seq)
+    for _ in range(8):
+        for seq in range(3):
+            tables.extend(seq, 4)
+    for seq in range(3):
+        t = tables.tables[seq]
+        assert t == list(range(t[0], t[0] + 8))  # one run each, though they grew by turns
 
 
 def small_model(d_ffn=48, layers=2):
@@ -119,6 +196,27 @@ def test_prefill_in_chunks_then_batched_decode_equals_one_causal_pass():
     for i, x in enumerate(xs):
         ref = forward(model, x[None])[0]
         assert np.abs(np.concatenate(outs[i]) - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_chunked_prefill_over_far_apart_runs_equals_one_causal_pass():
+    """Blocks of 2 tokens in holes of two blocks, each more than GAP_TOKENS tokens from the next: a chunk's early
+    queries see none of a later window's columns (a window they must skip), yet prefill in chunks of 7 and decode
+    equal one causal pass."""
+    model, rng = small_model(), np.random.default_rng(6)
+    step = 2 + GAP_TOKENS // 2 + 2
+    cache = PagedKVCache(12 * step, 2, 2, 8, n_layers=2)
+    with_holes(cache, [b for b in range(12 * step) if b % step < 2])
+    x = rng.standard_normal((22, 32), dtype=np.float32)
+    cache.add(0)
+    cache.extend(0, 18)
+    assert len(windows([np.asarray(cache.tables[0])], 2)) >= 6  # a window per two to four tokens
+    outs = [paged_forward(model, x[a:b], cache, 0, start=a) for a, b in ((0, 7), (7, 14), (14, 18))]
+    for t in range(18, 22):
+        cache.extend(0, 1)
+        outs.append(paged_decode_step(model, x[t:t + 1], cache, [0]))
+    ref = forward(model, x[None])[0]
+    got = np.concatenate(outs)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 def trace(n, seed=0):
