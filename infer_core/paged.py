@@ -235,10 +235,10 @@ class Window:
 
 def windows(tables: list[np.ndarray], block_size: int) -> list[Window]:
     """The windows that read every block of ``tables`` (a batch's block tables) once. The pool's blocks the batch
-    holds, sorted, are cut where more than :data:`GAP_TOKENS` tokens of unheld blocks lie between two of them, and
-    where their holders change next to a run of at least :data:`RUN_TOKENS` tokens with the same holders; so a long
-    run of one sequence is one product, and blocks of sequences that grew together, interleaved, are one product
-    for all of them."""
+    holds, sorted, are cut where more than :data:`GAP_TOKENS` tokens (and more than one block) of unheld blocks lie
+    between two of them, and where their holders change next to a run of at least :data:`RUN_TOKENS` tokens with
+    the same holders; so a long run of one sequence is one product, and blocks of sequences that grew together,
+    interleaved, are one product for all of them."""
     bs = block_size
     sizes = [len(t) for t in tables]
     if not sum(sizes):
