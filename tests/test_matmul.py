@@ -157,3 +157,27 @@ def test_copy_kernel_copies_every_part_and_counts_read_plus_write(threads):
         b[:] = 0
         copy()
         assert np.array_equal(a, b) and a.any()
+
+
+def test_report_labels_and_log_ticks_are_short_and_plain():
+    """Points sharing a place get one label with the common suffix once; log axes read "20k", not "2×10⁴", and
+    between powers of ten all ticks are labelled on an axis spanning little, only 2 and 5 on a wider one, none on
+    a wide one."""
+    import matplotlib.pyplot as plt
+
+    from experiments.reporting.plotting import plain, plain_log_ticks
+    from experiments.reporting.roofline import join_labels
+
+    assert join_labels(["qkv (1 token)", "ffn_up (1 token)"]) == "qkv, ffn_up (1 token)"
+    assert join_labels(["qkv (1 token)", "square"]) == "qkv (1 token), square"
+    assert [plain(x) for x in (0.05, 30, 4000, 20000, 3e6)] == ["0.05", "30", "4000", "20k", "3M"]
+    fig, (ratios, narrow, wide) = plt.subplots(1, 3)
+    ratios.set(xscale="log", xlim=(0.6, 1.5))
+    narrow.set(xscale="log", xlim=(3000, 50000))
+    wide.set(xscale="log", xlim=(1, 1e5))
+    plain_log_ticks(fig)
+    assert [ratios.xaxis.get_minor_formatter()(x) for x in (0.7, 0.8)] == ["0.7", "0.8"]
+    minor = narrow.xaxis.get_minor_formatter()
+    assert [minor(x) for x in (4000, 5000, 20000, 30000)] == ["", "5000", "20k", ""]
+    assert wide.xaxis.get_minor_formatter()(5000) == "" and wide.xaxis.get_major_formatter()(1000) == "1000"
+    plt.close(fig)

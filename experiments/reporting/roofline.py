@@ -8,7 +8,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import LogFormatter
 
 from experiments.reporting.plotting import save_figure, theme
 from infer_core.machine import cached_entries
@@ -44,6 +43,14 @@ def above_roof(pts: pd.DataFrame, machine: pd.DataFrame) -> pd.DataFrame:
     return roofs[roofs["gflops"] > ROOF_TOLERANCE * attainable]
 
 
+def join_labels(texts: list[str]) -> str:
+    """Labels sharing a point's place as one: "qkv, ffn_up (1 token)" for "qkv (1 token)" and "ffn_up (1 token)"."""
+    tails = {t[t.rfind(" ("):] if t.endswith(")") and " (" in t else "" for t in texts}
+    if len(texts) > 1 and len(tails) == 1 and (tail := tails.pop()):
+        return ", ".join(t[:-len(tail)] for t in texts) + tail
+    return ", ".join(texts)
+
+
 def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series | None = None) -> str:
     """A roofline chart of all points with FLOPs and bytes, or a note saying what is missing.
 
@@ -67,28 +74,27 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
     ridge_max = (shown["sgemm"] / shown["bandwidth"]).max()
     lo, hi = pts["intensity"].min() / 3, max(pts["intensity"].max(), ridge_max) * 3
     grid = np.geomspace(lo, hi, 200)
-    for row in shown.itertuples(index=False):
-        for peak, ls in ((row.sgemm, "-"), (row.dgemm, ":")):
-            ax.plot(grid, np.minimum(peak, grid * row.bandwidth), color="0.25", ls=ls, lw=1.8)
-        ax.annotate(f"{row.blas_threads} thr: sgemm {row.sgemm:.0f} GFLOP/s, memory {row.bandwidth:.0f} GB/s",
-                    (hi, row.sgemm), ha="right", va="bottom", fontsize=11, color="0.25")
-        ax.annotate(f"{row.blas_threads} thr: dgemm {row.dgemm:.0f} GFLOP/s (dotted)", (hi, row.dgemm), ha="right",
-                    va="top", fontsize=10, color="0.35")
+    greys = np.linspace(0.1, 0.55, len(shown))  # a shade per thread count, darkest for the most threads
+    for grey, row in zip(greys, shown.sort_values("blas_threads", ascending=False).itertuples(index=False),
+                         strict=True):
+        for peak, ls, text in ((row.sgemm, "-", f"sgemm {row.sgemm:.0f} GFLOP/s, memory {row.bandwidth:.0f} GB/s"),
+                               (row.dgemm, ":", f"dgemm {row.dgemm:.0f} GFLOP/s")):
+            ax.plot(grid, np.minimum(peak, grid * row.bandwidth), color=str(grey), ls=ls, lw=1.8,
+                    label=f"roof, {row.blas_threads} thr: {text}")
     # an experiment with a few variants gets a colour per variant; one with many, one colour
     few = pts.groupby("experiment")["variant"].transform("nunique") <= 4
     pts["series"] = pts["experiment"].where(~few, pts["experiment"] + ": " + pts["variant"].astype(str))
     sns.scatterplot(pts, x="intensity", y="gflops", hue="series", style="experiment", s=80, ax=ax)
-    if labels is not None:  # points within 15% of each other on both axes share one label
+    if labels is not None:  # points within 15% in intensity and 50% in GFLOP/s (labels would touch) share one
         named = pts.loc[labels.dropna().index.intersection(pts.index)].assign(text=labels)
         named = named.sort_values("intensity")
         groups: list[list] = []
         for idx, row in named.iterrows():
-            last = groups[-1][-1] if groups else None
-            near = last is not None and all(abs(np.log(row[c] / named.at[last, c])) < np.log(1.15)
-                                            for c in ("intensity", "gflops"))
+            near = bool(groups) and any(all(abs(np.log(row[c] / named.at[j, c])) < np.log(f)
+                                            for c, f in (("intensity", 1.15), ("gflops", 1.5))) for j in groups[-1])
             groups[-1].append(idx) if near else groups.append([idx])
         for i, group in enumerate(groups):
-            text = ", ".join(dict.fromkeys(str(named.at[j, "text"]) for j in group))
+            text = join_labels(list(dict.fromkeys(str(named.at[j, "text"]) for j in group)))
             ax.annotate(text, (named.at[group[0], "intensity"], named.at[group[0], "gflops"]), fontsize=9,
                         xytext=(6, 8 if i % 2 else -14), textcoords="offset points", color="0.3")
     above = above_roof(pts, shown)
@@ -97,9 +103,6 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
                    label="above its roof: stale machine reference?")
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity [FLOP / byte moved]", ylabel="GFLOP/s",
            title="Roofline: attainable = min(peak, intensity × bandwidth)")
-    for axis in (ax.xaxis, ax.yaxis):  # "30", not "3×10¹"; minor labels only where the axis spans little
-        axis.set_major_formatter(LogFormatter())
-        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     ax.legend(title=None, fontsize=10, loc="lower right")
     path = save_figure(fig, out / "roofline.png")
     ridge = ", ".join(f"{r.blas_threads} thr: {r.sgemm / r.bandwidth:.1f} FLOP/B"
