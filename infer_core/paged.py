@@ -273,16 +273,24 @@ def windows(tables: list[np.ndarray], block_size: int) -> list[Window]:
     return out
 
 
+def reads(cache: PagedKVCache, seqs: list[int], upto: list[int]) -> list[Window]:
+    """The windows (:func:`windows`) holding tokens ``0 … upto[j] − 1`` of each sequence ``seqs[j]``: the same for
+    every layer, so a model's step plans them once."""
+    return windows([np.asarray(cache.tables[s][:cache.blocks_for(n)]) for s, n in zip(seqs, upto, strict=True)],
+                   cache.block_size)
+
+
 def batch_attention(cache: PagedKVCache, seqs: list[int], q: np.ndarray, upto: list[int], layer: int = 0,
-                    scale: float | None = None) -> np.ndarray:
+                    scale: float | None = None, plan: list[Window] | None = None) -> np.ndarray:
     """Queries ``q`` (batch, n_heads, t, d_head): sequence ``seqs[j]``'s tokens ``upto[j] − t`` … ``upto[j] − 1``,
     each over that sequence's cached tokens before it (causal), read where they lie in the pool: one product per
     :func:`windows` window for every sequence holding blocks in it, other columns masked out, and each sequence's
     softmax assembled from its windows' partial ones (maximum, sum, P·V rescaled to a common maximum, as flash
-    decoding combines its splits). ``scale`` defaults to 1/sqrt(d_head). Returns (batch, n_heads, t, d_head)."""
+    decoding combines its splits). ``scale`` defaults to 1/sqrt(d_head); ``plan``: :func:`reads` of the same
+    arguments, if the caller has it. Returns (batch, n_heads, t, d_head)."""
     batch, n_heads, t, d = q.shape
     k_pool, v_pool = cache.k[layer], cache.v[layer]  # (n_kv, d, columns)
-    n_kv, bs = k_pool.shape[0], cache.block_size
+    n_kv = k_pool.shape[0]
     if len(seqs) != batch or len(upto) != batch or n_heads % n_kv:
         raise ValueError(f"q {q.shape} for {len(seqs)} sequences, {len(upto)} ends and {n_kv} KV heads: want "
                          "(batch, h, t, d), h divisible by the KV heads")
@@ -295,11 +303,10 @@ def batch_attention(cache: PagedKVCache, seqs: list[int], q: np.ndarray, upto: l
     if scale is None or scale != 1:
         qi = qi * q.dtype.type(1 / math.sqrt(d) if scale is None else scale)
     last = np.asarray(upto)[:, None] - t + np.arange(t)  # (batch, t) the newest key each query may see
-    tables = [np.asarray(cache.tables[seq][:cache.blocks_for(n)]) for seq, n in zip(seqs, upto, strict=True)]
     top = np.full((n_kv, batch, rows, 1), -np.inf, dtype=q.dtype)  # running maximum, sum and P·V
     total = np.zeros((n_kv, batch, rows, 1), dtype=q.dtype)
     acc = np.zeros((n_kv, batch, rows, d), dtype=q.dtype)
-    for w in windows(tables, bs):
+    for w in reads(cache, seqs, upto) if plan is None else plan:
         m = len(w.members)
         qw = qi[:, w.members].reshape(n_kv, m * rows, d)
         s = (qw @ k_pool[..., w.lo:w.hi]).reshape(n_kv, m, g, t, w.hi - w.lo)
@@ -348,28 +355,32 @@ def paged_forward(model: Decoder, x: np.ndarray, cache: PagedKVCache, seq: int, 
     s = model.shape
     t, d = x.shape
     start = cache.lengths[seq] - t if start is None else start
+    plan = reads(cache, [seq], [start + t])
     for i, layer in enumerate(model.layers):
         qkv = rms_norm(x) @ layer.w_qkv  # (t, d + 2 d_kv)
         k = qkv[:, d:d + s.d_kv].reshape(t, s.n_kv_heads, s.d_head).transpose(1, 0, 2)
         v = qkv[:, d + s.d_kv:].reshape(t, s.n_kv_heads, s.d_head).transpose(1, 0, 2)
         cache.write(seq, i, start, k, v)
         q = qkv[:, :d].reshape(t, s.n_heads, s.d_head).transpose(1, 0, 2)
-        o = paged_attention(cache, seq, q, i, scale=1.0, upto=start + t)  # the scale is in w_qkv
+        o = batch_attention(cache, [seq], q[None], [start + t], i, 1.0, plan)[0]  # the scale is in w_qkv
         x = feed_forward(layer, x + o.transpose(1, 0, 2).reshape(t, d) @ layer.w_o)
     return x
 
 
 def paged_decode_step(model: Decoder, x: np.ndarray, cache: PagedKVCache, seqs: list[int]) -> np.ndarray:
     """One token per sequence, batched: ``x`` (batch, d_model) is the newest token of each of ``seqs`` (room made
-    with :meth:`PagedKVCache.extend`); projections and attention (:func:`paged_decode_attention`) run once for
-    the batch. Returns (batch, d_model)."""
+    with :meth:`PagedKVCache.extend`); projections and attention (:func:`batch_attention`, its windows planned once
+    for every layer) run once for the batch. Returns (batch, d_model)."""
     s = model.shape
     b, d = x.shape
-    slots = np.concatenate([cache.slots(seq, cache.lengths[seq] - 1, cache.lengths[seq]) for seq in seqs])
+    ends = [cache.lengths[seq] for seq in seqs]
+    slots = np.concatenate([cache.slots(seq, n - 1, n) for seq, n in zip(seqs, ends, strict=True)])
+    plan = reads(cache, seqs, ends)
     for i, layer in enumerate(model.layers):
         qkv = rms_norm(x) @ layer.w_qkv  # (B, d + 2 d_kv)
         cache.k[i][..., slots] = qkv[:, d:d + s.d_kv].reshape(b, s.n_kv_heads, s.d_head).transpose(1, 2, 0)
         cache.v[i][..., slots] = qkv[:, d + s.d_kv:].reshape(b, s.n_kv_heads, s.d_head).transpose(1, 2, 0)
-        o = paged_decode_attention(cache, seqs, qkv[:, :d].reshape(b, s.n_heads, s.d_head), i, scale=1.0)
+        q = qkv[:, :d].reshape(b, s.n_heads, 1, s.d_head)
+        o = batch_attention(cache, seqs, q, ends, i, 1.0, plan)  # the scale is in w_qkv
         x = feed_forward(layer, x + o.reshape(b, d) @ layer.w_o)
     return x
