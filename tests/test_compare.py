@@ -131,3 +131,13 @@ def test_served_requests_are_compared_on_their_own_latencies():
     timed = compare([a, b], EXPERIMENTS, 0.10).timed.set_index("measure")
     assert timed.loc["TTFT per request", "verdict"] == SLOWER and 1.4 < timed.loc["TTFT per request", "ratio"] < 1.6
     assert timed.loc["E2E per request", "verdict"] == NO_CHANGE
+
+
+def test_points_are_listed_in_the_order_of_their_numbers():
+    from experiments.reporting.compare import natural
+
+    points = ["prealloc · kv.seq_len=100", "concat · kv.seq_len=20", "prealloc · kv.seq_len=20",
+              "concat · kv.seq_len=5", "concat · kv.seq_len=2.5"]
+    assert sorted(points, key=natural) == ["concat · kv.seq_len=2.5", "concat · kv.seq_len=5",
+                                           "concat · kv.seq_len=20", "prealloc · kv.seq_len=20",
+                                           "prealloc · kv.seq_len=100"]

@@ -79,6 +79,11 @@ def split_knobs(exp: Experiment, parts: list[pd.DataFrame]) -> tuple[list[str], 
     return varying, settings
 
 
+def natural(text: str) -> list:
+    """A sort key that orders the numbers in ``text`` by value: seq_len=20 before seq_len=100."""
+    return [float(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text))]
+
+
 def _key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     """A point's name: its variant and the values of the pairing knobs."""
     if df.empty:
@@ -122,7 +127,7 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
             for point in a.index.symmetric_difference(b.index):
                 unmatched.append({"experiment": name, "point": point,
                                   "only in": base.label if point in a.index else sweep.label})
-            common = a.index.intersection(b.index)
+            common = sorted(a.index.intersection(b.index), key=natural)
             for point, ra, rb in zip(common, a.loc[common].to_dict("records"), b.loc[common].to_dict("records"),
                                       strict=True):
                 xa = times[0].get((str(ra["source"]), str(ra["variant"])), {})
