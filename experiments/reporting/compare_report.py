@@ -3,7 +3,6 @@ figures that differ, the unmatched points), ``compare.csv`` (every timed pair) a
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,26 +25,6 @@ def share_unchanged(result: Comparison) -> float:
 
 
 LABELLED = 60  # past this many lines in an experiment, its panel shows the ratios sorted, without labels
-
-
-def short_points(points: pd.Series, experiment: str, width: int = 70) -> pd.Series:
-    """Point names for one experiment's panel: knobs without the experiment's prefix, and without those set to
-    one value on every point (seed=0 everywhere says nothing), cut to ``width`` characters."""
-    parsed = []
-    for point in points:
-        variant, _, knobs = point.partition(" · ")
-        pairs = [kv.partition("=") for kv in re.split(r", (?=[\w.]+=)", knobs)] if knobs else []
-        parsed.append((variant, [(k.removeprefix(f"{experiment}."), v) for k, _, v in pairs]))
-    seen: dict[str, list[str]] = {}
-    for _, pairs in parsed:
-        for k, v in pairs:
-            seen.setdefault(k, []).append(v)
-    same = {k for k, vs in seen.items() if len(vs) == len(parsed) and len(set(vs)) == 1}
-    out = []
-    for variant, pairs in parsed:
-        kept = ", ".join(f"{k}={v}" for k, v in pairs if k not in same)
-        out.append((variant + (" · " + kept if kept else ""))[:width])
-    return pd.Series(out, index=points.index)
 
 
 def ratio_plot(result: Comparison, threshold: float, out: Path) -> Path | None:
@@ -72,7 +51,9 @@ def ratio_plot(result: Comparison, threshold: float, out: Path) -> Path | None:
         if many:
             ax.set(yticks=[], ylabel=f"{len(part)} lines, by ratio")
         else:
-            labels = short_points(part["point"], name) + " · " + part["measure"] + (
+            # the panel names the experiment: its knobs go without the prefix (the pairing knobs all vary)
+            point = part["point"].str.replace(f"{name}.", "", regex=False).str.slice(0, 70)
+            labels = point + " · " + part["measure"] + (
                 "  [" + part["sweep"] + "]" if part["sweep"].nunique() > 1 else "")
             ax.set_yticks(np.arange(len(part)), labels, fontsize=9)
         ax.invert_yaxis()
