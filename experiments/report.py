@@ -28,6 +28,7 @@ from experiments.framework.bench import BenchConfig
 from experiments.registry import EXPERIMENTS
 from experiments.reporting.gather import build_report
 from experiments.reporting.load import ReportError, newest_sweep
+from infer_core.machine import MachineFileError, cached_entries
 
 SWEEPS = Path("outputs/sweeps")
 MACHINE_FILE = Path(BenchConfig().machine_file)
@@ -42,6 +43,12 @@ def percent(text: str) -> float:
     if not 0 < value < 10:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0% (and below 1000%)")
     return value
+
+
+def check_out(out: Path) -> None:
+    """An output folder that exists as something else is refused before anything is computed."""
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder: name a folder (it is made if missing)")
 
 
 def compare_main(argv: list[str]) -> int:
@@ -64,13 +71,17 @@ def compare_main(argv: list[str]) -> int:
         parser.error(f"give two or more folders and as many labels ({len(args.folders)} folders, {len(labels)} "
                      "labels)")
     threshold = args.threshold or args.fail_above or 0.10
+    out = args.out or args.folders[-1] / "compare"
     try:
+        check_out(out)
         sweeps = [read_sweep(f, label) for f, label in zip(args.folders, labels, strict=True)]
         result = compare_sweeps(sweeps, EXPERIMENTS, threshold)
-        path = write(result, args.out or args.folders[-1] / "compare", threshold, args.fail_above)
+        path = write(result, out, threshold, args.fail_above)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for line in result.left_out:
+        print(f"left out: {line}", file=sys.stderr)
     print(f"comparison: {path}")
     if args.fail_above is not None:
         bad = regressions(result, args.fail_above)
@@ -96,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folders = args.folders or [newest_sweep(SWEEPS)]
         out = args.out or folders[0] / "report"
+        check_out(out)
+        if args.machine != MACHINE_FILE:  # a file the user named must be a machine reference
+            try:
+                cached_entries(args.machine)
+            except MachineFileError as exc:
+                raise ReportError(f"--machine: {exc}") from None
         path = build_report(folders, out, args.machine, EXPERIMENTS)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.framework.app import command_line, help_text, job_info, register_schemas
+from experiments.framework.app import command_line, guard_config_writes, help_text, job_info, register_schemas
 from experiments.framework.point import PointApp, PointOutcome
 from experiments.registry import EXPERIMENTS
 
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 register_schemas(EXPERIMENTS)
+guard_config_writes()
 # Hydra fills its help template with string.Template: a literal "$" must be doubled.
 OmegaConf.register_new_resolver(
     "infer_help", lambda: help_text(EXPERIMENTS, CONF, "experiments/run.py").replace("$", "$$"), replace=True)

@@ -215,6 +215,10 @@ def machine_key() -> dict[str, str | int]:
             "blas_threads": int(blas["blas_threads"]), "kernels": KERNELS}
 
 
+#: The marker of a machine reference file this project wrote: only such a file is ever rewritten.
+WRITTEN_BY = "infer-sweep machine reference"
+
+
 class MachineFileError(ValueError):
     """A file that is not a machine reference this library wrote: it is never overwritten."""
 
@@ -239,7 +243,7 @@ def reference(
                 return MachineRef(**{**entry["ref"], "gemm_sizes": tuple(entry["ref"]["gemm_sizes"])}), False
     ref = measure_fn()
     entries = [e for e in _entries(path)[0] if e.get("key") != key] + [{"key": key, "ref": asdict(ref)}]
-    write_text_atomic(path, json.dumps({"entries": entries}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps({"written_by": WRITTEN_BY, "entries": entries}, indent=2) + "\n")
     return ref, True
 
 
@@ -260,13 +264,25 @@ def _entries(path: Path) -> tuple[list[dict], list[str]]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise MachineFileError(f"{path} is not a machine reference ({type(exc).__name__}: {exc}); it is left as "
                                "it is: name another file (bench.machine_file=...) or remove it") from None
-    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        raise MachineFileError(f"{path} is JSON but not a machine reference (no list of 'entries'); it is left as "
+    if not _ours(data):
+        raise MachineFileError(f"{path} is JSON but not a machine reference written by infer-sweep; it is left as "
                                "it is: name another file (bench.machine_file=...) or remove it")
     entries = [e for e in data["entries"] if isinstance(e, dict)]
     problems = [f"entry {i} ignored: {why}" for i, e in enumerate(data["entries"])
                 if (why := _readable(e) if isinstance(e, dict) else "not an object")]
     return entries, problems
+
+
+def _ours(data: object) -> bool:
+    """A file this project wrote: it carries our marker, or (earlier versions) it is exactly ``{"entries": [...]}``
+    with every entry a ``{"key": {...}, "ref": {...}}`` object."""
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        return False
+    if data.get("written_by") == WRITTEN_BY:
+        return True
+    return set(data) == {"entries"} and all(
+        isinstance(e, dict) and set(e) == {"key", "ref"} and isinstance(e["key"], dict) and isinstance(e["ref"], dict)
+        for e in data["entries"])
 
 
 def _readable(entry: dict) -> str | None:

@@ -93,7 +93,7 @@ def test_an_unreadable_entry_is_reported_and_the_others_kept(tmp_path, monkeypat
     key = {"cpu": "X", "n_cpus": 2, "numpy": "2.0", "blas": "openblas 0.3", "blas_threads": 1}
     other = {"key": {**key, "blas_threads": 2}, "ref": asdict(fake(50.0))}
     old = {"key": {**key, "blas_threads": 4}, "ref": {"sgemm_gflops": 1.0}}  # written by another version
-    path.write_text(json.dumps({"entries": [other, "junk", old]}))
+    path.write_text(json.dumps({"written_by": machine.WRITTEN_BY, "entries": [other, "junk", old]}))
     monkeypatch.setattr(machine, "machine_key", lambda: dict(key))
     with pytest.warns(UserWarning) as caught:
         ref, measured = machine.reference(path, measure_fn=lambda: fake(100.0))

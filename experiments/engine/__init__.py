@@ -15,4 +15,4 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="engine", key=KEY, schema=EngineConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary, groups=("shape",))
+                        report=_report, summary=measure.summary, groups=("shape",), isolated=True)

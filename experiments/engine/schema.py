@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from experiments.framework.spec import ConfigError, Knobs, knob, require, require_positive
+from experiments.framework.spec import ConfigError, Knobs, knob, require, require_plain_name, require_positive
 from infer_core.environment import usable_cpus
 from infer_core.model import PRESETS, WEIGHT_TYPES, ModelShape
 
@@ -106,6 +106,7 @@ def shape_of(key: str, model: str, shape: dict[str, Any]) -> ModelShape:
                                   f"{', '.join(PRESETS)}, or describe it in {key}.shape")
         return PRESETS[model]
     require(model not in PRESETS, f"{key}.model={model!r} names a preset: give {key}.shape another name")
+    require_plain_name(f"{key}.model", model, "the model's files in the models folder")
     try:
         return ModelShape(**shape)
     except TypeError as exc:  # a missing or unknown field

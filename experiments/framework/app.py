@@ -8,19 +8,28 @@ the experiment inferred from the knobs, ``--help``. An app's task function is th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hydra.core.utils as hydra_utils
 from hydra.core.config_store import ConfigStore
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.framework.bench import BenchConfig
+from experiments.framework.bench import BenchConfig, one_line
 from experiments.framework.knobs import knob_help, show
 from experiments.framework.launch import CONCURRENCY_ENV, POINT_ENV
 from experiments.framework.point import JobInfo
 from experiments.framework.spec import Experiment, knob
+
+#: A single run's folder: the second it started and its process id, so two runs started together never share one
+#: (``conf/infer_sweep.yaml`` says the same).
+RUN_DIR = "outputs/runs/${now:%Y-%m-%d_%H-%M-%S}_${pid:}"
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 
 
 @dataclass
@@ -30,6 +39,28 @@ class SweepSettings:
     name: str = knob("${now:%Y-%m-%d_%H-%M-%S}", "the sweep's folder under outputs/sweeps/")
     resume: bool = knob(True, "skip the points already complete with the same effective config")
     skip_invalid: bool = knob(False, "run the valid points and record the invalid ones as failed rows")
+
+
+class FolderWriteError(CompactHydraException):
+    """A job's folder could not be written (a full or read-only disk): Hydra prints this one line alone."""
+
+
+def guard_config_writes() -> None:
+    """Make Hydra's first write of a job (its ``.hydra/`` configs) fail in one line naming the folder, instead of
+    a traceback: on a full disk it is the first thing that fails."""
+    save = hydra_utils._save_config
+    if getattr(save, "guarded", False):
+        return
+
+    def guarded(cfg: Any, filename: str, output_dir: Path) -> None:
+        try:
+            save(cfg, filename, output_dir)
+        except OSError as exc:
+            raise FolderWriteError(f"could not write the run's files in {Path(output_dir).parent}: "
+                                   f"{one_line(exc)}") from None
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    hydra_utils._save_config = guarded
 
 
 def register_schemas(experiments: Mapping[str, Experiment]) -> None:
@@ -48,7 +79,9 @@ def job_info(hc: DictConfig) -> JobInfo:
     facts = hc.job.env_set if multirun else {}
     return JobInfo(
         output_dir=Path(hc.runtime.output_dir),
-        overrides=tuple(o for o in hc.overrides.task if not o.startswith("sweep.")),
+        # as typed: an override's ${...} is text here, resolved (and checked) with the knobs
+        overrides=tuple(o for o in OmegaConf.to_container(hc.overrides.task, resolve=False)
+                        if not o.startswith("sweep.")),
         job_num=int(facts.get(POINT_ENV, hc.job.num)) if multirun else 0,
         run_id=Path(hc.sweep.dir if multirun else hc.run.dir).name,
         concurrency=int(facts.get(CONCURRENCY_ENV, 1)),
@@ -95,7 +128,7 @@ def command_line(args: list[str], experiments: Mapping[str, Experiment], conf: P
     if chosen:
         args = infer_experiment(args, experiments, chosen[0])
     if name != primary and not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
-        args = [*args, "hydra.run.dir=outputs/runs/${now:%Y-%m-%d_%H-%M-%S}"]
+        args = [*args, f"hydra.run.dir={RUN_DIR}"]
     return args
 
 

@@ -42,8 +42,12 @@ class SweepLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.mine, fh)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.mine, fh)
+        except OSError:  # a full disk: no empty lock is left behind to confuse the next sweep
+            self.path.unlink(missing_ok=True)
+            raise
         return True
 
     def holder(self) -> dict | None:

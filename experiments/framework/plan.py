@@ -104,6 +104,12 @@ class Composer:
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
         return cfg
 
+    def knobs(self, overrides: list[str]) -> list[str]:
+        """Every key a point with these overrides may set (its config groups chosen, no values applied)."""
+        parsed = self.parser.parse_overrides(overrides)
+        cfg = self._tree(tuple(o.input_line for o in parsed if self._structural(o)))
+        return [k for k in _keys(cfg) if not k.startswith("hydra.")]
+
     def add(self, cfg: DictConfig, overrides: list[str]) -> DictConfig:
         """A copy of a composed point with more value overrides (the sweeper's runtime ``hydra.*`` ones)."""
         parsed = self.parser.parse_overrides(overrides)
@@ -140,3 +146,10 @@ class PlannedLoader:
         if name in ("real", "planned") or name.startswith("__"):  # unpickling: not set yet
             raise AttributeError(name)
         return getattr(self.real, name)
+
+
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of a config's leaves."""
+    if not isinstance(node, DictConfig):
+        return [prefix[:-1]]
+    return [k for name in node for k in _keys(node._get_node(name), f"{prefix}{name}.")]

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from experiments.framework import store
 from experiments.framework.bench import one_line
+from experiments.framework.isolate import run_isolated
 from experiments.framework.spec import ConfigError, Experiment, VariantResult, resolve_paths
 from experiments.framework.validate import Point, config_hash, raw_config, validate
 from infer_core import environment
@@ -79,6 +80,16 @@ class PointApp:
             return str(exc)
         return None
 
+    def same_as(self, folder: Path) -> str | None:
+        """The identity (``config_hash``) of the point checked for ``folder``: equal for the same point however
+        its overrides were written."""
+        point = self.validated.get(folder.absolute())
+        return point.config_hash if point else None
+
+    def forget(self, folder: Path) -> None:
+        """Drop a checked point that will not run (a duplicate of another)."""
+        self.validated.pop(folder.absolute(), None)
+
     def completed(self, job: JobInfo) -> PointOutcome | None:
         """The outcome of a point already complete in its folder with the same effective config; None
         (the point runs again) when it is missing, partial, failed, or its config changed since."""
@@ -111,7 +122,9 @@ class PointApp:
                     bench = dataclasses.replace(bench, machine_file=str(job.cwd / bench.machine_file))
             with threadpool_limits(limits=blas_threads(bench.threads, job.concurrency), user_api="blas"):
                 env = environment.capture(self.repo, job.concurrency)
-                results = point.experiment.run(knobs, bench, point.seed)
+                exp = point.experiment
+                results = run_isolated(exp.run, knobs, bench, point.seed) if exp.isolated else \
+                    exp.run(knobs, bench, point.seed)
         except Exception as exc:
             if not isinstance(exc, ConfigError):
                 log.error("job %d failed:\n%s", job.job_num, traceback.format_exc())
@@ -149,6 +162,8 @@ class PointApp:
 def summarize(job: JobInfo, results: list[VariantResult], exp: Experiment | None) -> PointOutcome:
     """The point's status, its errors (one line each) and the experiment's one-line summary."""
     errors = [f"{r.variant}: {r.error}" if r.variant else r.error for r in results if r.status == "failed"]
+    if not errors and not any(r.status == "ok" for r in results):  # a point is complete only if it measured
+        errors = ["nothing measured: every variant was skipped over its time budget (raise bench.max_seconds)"]
     status = "failed" if errors else "ok"
     summary = exp.summary(results) if exp and not errors else "; ".join(errors)
     skipped = [r.variant for r in results if r.status == "skipped"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +26,17 @@ def require(ok: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:
         raise ConfigError(message)
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def require_plain_name(key: str, value: object, what: str) -> None:
+    """A name that becomes a file or folder name stays one component inside its folder: letters, digits,
+    ``. _ + -``, not starting with a dot (no ``/``, no ``..``, not empty)."""
+    require(isinstance(value, str) and PLAIN_NAME.fullmatch(value) is not None,
+            f"{key}={value!r} must be a plain name (letters, digits and . _ + -, not starting with a dot; no / or "
+            f"..): it names {what}")
 
 
 def require_positive(prefix: str, obj: object, *names: str, minimum: int = 1) -> None:
@@ -123,3 +135,4 @@ class Experiment:
     report: Callable[[], Report]  # imported when a report is made, so a job never loads plotting
     summary: Callable[[list[VariantResult]], str] = lambda results: ""
     groups: tuple[str, ...] = ()  # config groups that only this experiment reads (``qmethod``)
+    isolated: bool = False  # run in a child process of the point: a native crash fails this point alone

@@ -39,7 +39,8 @@ IDENTITY_COLUMNS = (
     Column("config_hash", "", "hash of the experiment and its effective config (the knobs that acted)"),
 )
 OUTCOME_COLUMNS = (
-    Column("status", "", "`ok`, `skipped` (over the time budget) or `failed`"),
+    Column("status", "", "`ok`, `skipped` (over the time budget) or `failed`; a report reads a row as `incomplete` "
+                         "when its point's manifest does not vouch for it"),
     Column("error", "", "why, in one line, when not ok"),
 )
 IDENTITY = tuple(c.name for c in IDENTITY_COLUMNS)
@@ -128,15 +129,35 @@ def clear_manifest(folder: Path) -> None:
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a point whose every listed file exists; None otherwise (missing, partial, unreadable)."""
+    manifest, _ = check_manifest(folder)
+    return manifest
+
+
+def check_manifest(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """The manifest of a point whose every listed file exists, and "" ; else None and why, in words."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    except FileNotFoundError:
+        return None, f"no manifest ({MANIFEST}): the point did not finish writing its files"
+    except (OSError, ValueError) as exc:
+        return None, f"its manifest ({MANIFEST}) cannot be read: {type(exc).__name__}"
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        return None
-    if not all((folder / name).is_file() for name in manifest["files"]):
-        return None
-    return manifest
+        return None, f"its manifest ({MANIFEST}) is not a point's manifest"
+    missing = [name for name in manifest["files"] if not (folder / str(name)).is_file()]
+    if missing:
+        return None, f"its manifest lists {', '.join(map(str, missing))}, which is missing"
+    return manifest, ""
+
+
+def completeness(folder: Path) -> str:
+    """"" when the point in ``folder`` is complete and ok; else why its rows cannot count as results."""
+    manifest, why = check_manifest(folder)
+    if manifest is None:
+        return why
+    if manifest.get("status") != "ok":
+        errors = "; ".join(map(str, manifest.get("errors") or [])) or "no reason recorded"
+        return f"the point's manifest says {manifest.get('status')}: {errors}"
+    return ""
 
 
 def write_point(folder: Path, identity: Mapping[str, Any], flat: Mapping[str, Any], results: list[Any],

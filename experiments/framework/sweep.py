@@ -24,10 +24,13 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.framework import store
+from experiments.framework.bench import one_line
 from experiments.framework.launch import folder_of, launch, usable
 from experiments.framework.lock import SweepLock, SweepLocked
 from experiments.framework.plan import RUN_CONTROL, Composer, expand, point_dir_name
 from experiments.framework.point import JobInfo, PointOutcome
+from experiments.framework.spec import ConfigError, require_plain_name
+from experiments.framework.validate import composition_error
 from infer_core.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,17 @@ class SweepPoint:
 
 
 def settings(master: DictConfig) -> tuple[bool, bool]:
-    """``(sweep.resume, sweep.skip_invalid)``, defaults ``(True, False)`` for apps without them."""
+    """``(sweep.resume, sweep.skip_invalid)``, defaults ``(True, False)`` for apps without them; a ``sweep.name``
+    that would lead the sweep's folder out of its parent is refused (an explicit ``hydra.sweep.dir`` is the
+    user's own choice)."""
     node = master.get("sweep")
     node = node if isinstance(node, DictConfig) else {}
+    explicit = any(o.lstrip("+").split("=", 1)[0] == "hydra.sweep.dir" for o in master.hydra.overrides.hydra)
+    if "name" in node and not explicit:
+        try:
+            require_plain_name("sweep.name", node.get("name"), "the sweep's folder under outputs/sweeps/")
+        except ConfigError as exc:
+            raise SweepError(str(exc)) from None
     return bool(node.get("resume", True)), bool(node.get("skip_invalid", False))
 
 
@@ -71,11 +82,32 @@ def plan_points(sweeper: Any, arguments: list[str], hooks: Any, sweep_dir: Path)
         try:
             p.config = composer.compose(p.overrides)
         except Exception as exc:  # a composition error makes the point invalid
-            p.error = " ".join(str(exc).split("Config search path:")[0].split())
+            p.error = composition_error(exc, lambda o=p.overrides: composer.knobs(o))
             continue
         if hooks is not None and p.name is not None:
             p.error = hooks.check(p.config, sweep_dir / p.name) or ""
+    if hooks is not None and hasattr(hooks, "same_as"):
+        points = _distinct(points, hooks, sweep_dir)
     return points, composer
+
+
+def _distinct(points: list[SweepPoint], hooks: Any, sweep_dir: Path) -> list[SweepPoint]:
+    """Points written differently that are the same point (``kv.seq_len=10,010``) run once, as the first."""
+    seen: dict[str, SweepPoint] = {}
+    kept = []
+    for p in points:
+        key = None if p.error or p.name is None else hooks.same_as(sweep_dir / p.name)
+        if key is not None and key in seen:
+            log.warning("%s is the same point as %s: it runs once", " ".join(p.overrides),
+                        " ".join(seen[key].overrides))
+            hooks.forget(sweep_dir / p.name)
+            continue
+        if key is not None:
+            seen[key] = p
+        kept.append(p)
+    for i, p in enumerate(kept):
+        p.index = i
+    return kept
 
 
 def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
@@ -102,6 +134,8 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
             return _run(sweeper, composer, points, hooks, sweep_dir, resume)
     except SweepLocked as exc:
         raise SweepError(str(exc)) from None
+    except OSError as exc:  # the lock or multirun.yaml on a full or read-only disk (points write their own errors)
+        raise SweepError(f"could not write the sweep's files in {sweep_dir}: {one_line(exc)}") from None
 
 
 def _run(sweeper: Any, composer: Composer, points: list[SweepPoint], hooks: Any, sweep_dir: Path,

@@ -6,7 +6,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,27 @@ def _not_a_knob(name: str, knobs: list[str]) -> str:
     close = difflib.get_close_matches(name, knobs, n=1)
     hint = f": did you mean {close[0]}?" if close else f"; the knobs here are {', '.join(knobs)}"
     return f"{name} is not a knob{hint}"
+
+
+KINDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
+def composition_error(exc: Exception, knobs: Callable[[], list[str]]) -> str:
+    """Hydra's error composing a point, as the rule it broke in one line: an unknown key names the nearest knob
+    (``knobs()`` lists them), a value of the wrong type says which type the knob takes."""
+    text = " ".join(str(exc).split("Config search path:")[0].split())
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        return _not_a_knob(unknown.group(1), knobs())
+    merging = re.match(r"Error merging override ([^=\s]+)=(.*)", text)
+    if merging and exc.__cause__ is not None:
+        key, value = merging.groups()
+        cause = str(exc.__cause__).splitlines()[0]
+        kind = re.search(r"could not be converted to (\w+)", cause)
+        if kind and kind.group(1) in KINDS:
+            return f"{key}={value} is not {KINDS[kind.group(1)]}"
+        return f"{key}={value}: {cause}"
+    return text
 
 
 def validate(cfg: DictConfig, experiments: Mapping[str, Experiment]) -> Point:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from experiments.framework.spec import Experiment
 from experiments.reporting.gather import knob_columns
+from experiments.reporting.load import INCOMPLETE, ReportError
 from experiments.reporting.stats import SLOWER, compare_batch
 from experiments.reporting.sweeps import Sweep, point_samples
 from infer_core.environment import Environment
@@ -108,17 +109,24 @@ class Comparison:
     exact: pd.DataFrame  # one row per (pair, sweep B, column) that differs
     exact_checked: int
     unmatched: pd.DataFrame  # experiment, point, only in
+    left_out: list[str] = field(default_factory=list)  # files, points and experiments not compared, and why
 
 
 def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float) -> Comparison:
     """Pair every later sweep's rows with the first's and compare them."""
     base, lines, samples, exact, unmatched, settings, checked = sweeps[0], [], [], [], [], {}, 0
+    left_out = left_out_of(sweeps)
     times = [point_samples(s) for s in sweeps]
     for name in sorted(set().union(*(set(s.rows["experiment"]) for s in sweeps))):
         exp = experiments.get(name)
         if exp is None:
+            left_out.append(f"experiment {name}: not known to this version")
             continue
         parts = [s.rows[(s.rows["experiment"] == name) & (s.rows["status"] == "ok")] for s in sweeps]
+        empty = [s.label for s, part in zip(sweeps, parts, strict=True) if part.empty]
+        if empty:
+            left_out.append(f"experiment {name}: not compared, no complete (ok) point in {', '.join(empty)}")
+            continue
         keys, settings[name] = split_knobs(exp, parts)
         keyed = [p.assign(point=_key(p, keys)).drop_duplicates("point").set_index("point") for p in parts]
         exact_cols = [c.name for c in exp.columns if is_exact(c.name, c.unit)]
@@ -141,9 +149,21 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                     if not (pd.isna(va) and pd.isna(vb)) and str(va) != str(vb):
                         exact.append({"experiment": name, "point": point, "sweep": sweep.label, "column": col,
                                       base.label: va, "value": vb})
+    if not lines and checked == 0:
+        raise ReportError("nothing to compare: no experiment has complete (ok) points in every sweep"
+                          + "".join(f"\n  {s}" for s in left_out))
     return Comparison([s.label for s in sweeps], environment_changes(sweeps), machine_roofs(sweeps), settings,
                       _timed(lines, samples, threshold), pd.DataFrame(exact), checked,
-                      pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]))
+                      pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]), left_out)
+
+
+def left_out_of(sweeps: list[Sweep]) -> list[str]:
+    """The files no sweep could read and the points no manifest vouches for, one line each."""
+    out = [f"{s.label}: {problem}" for s in sweeps for problem in s.problems]
+    for s in sweeps:
+        bad = s.rows[s.rows["status"] == INCOMPLETE].drop_duplicates("source")
+        out += [f"{s.label}: {row.get('source')}: {row.get('error')}" for row in bad.to_dict("records")]
+    return out
 
 
 def _timed(lines: list[dict], samples: list[tuple[np.ndarray, np.ndarray]], threshold: float) -> pd.DataFrame:

@@ -107,6 +107,8 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
             lines += [markdown_table(ex.drop(columns="experiment")), ""]
     if not result.unmatched.empty:
         lines += ["## Points in one sweep only", "", markdown_table(result.unmatched), ""]
+    if result.left_out:
+        lines += ["## Left out (not compared)", "", *(f"- {line}" for line in result.left_out), ""]
     if fail_above is not None:
         bad = regressions(result, fail_above)
         lines += [f"## Regressions past {100 * fail_above:g}%", "",

@@ -75,7 +75,8 @@ def experiment_section(exp: Experiment, part: Report, df: pd.DataFrame, out: Pat
         lines += [f"Fixed for every row: {fixed}.", ""]
     sort = [c for c in [*vary, "variant"] if c in df]
     lines += ["### Results", "", markdown_table(df.sort_values(sort)[shown] if sort else df[shown]), ""]
-    for status, title in (("failed", "Failed points"), ("skipped", "Skipped variants")):
+    for status, title in (("failed", "Failed points"), ("incomplete", "Incomplete points"),
+                          ("skipped", "Skipped variants")):
         bad = df[df["status"] == status]
         if len(bad):
             cols = [c for c in ("overrides", "variant", "error", "source") if c in bad]

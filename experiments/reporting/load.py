@@ -1,4 +1,8 @@
-"""Read every job's ``results.csv`` below some folders; name every file or row that cannot be read."""
+"""Read every job's ``results.csv`` below some folders; name every file or row that cannot be read.
+
+A point's rows count only through its manifest (``point.json``): a folder whose manifest is missing, not ``ok``
+or lists a missing file gives no ``ok`` row; its rows are read as ``incomplete``, with the reason.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.framework.store import IDENTITY, OUTCOME, RESULTS, SCHEMA_VERSION
+from experiments.framework.store import IDENTITY, OUTCOME, RESULTS, SCHEMA_VERSION, check_manifest, completeness
 
 STATUSES = ("ok", "skipped", "failed")
+INCOMPLETE = "incomplete"  # the rows of a point whose manifest does not vouch for them
 
 
 class ReportError(RuntimeError):
@@ -27,12 +32,14 @@ def newest_sweep(root: Path) -> Path:
 
 def find_results(folders: list[Path]) -> list[Path]:
     """Every job's ``results.csv`` below the folders; report folders (holding report.md) are not inputs."""
-    found = set()
+    found: dict[Path, Path] = {}  # each file once, however its folder was written (relative, absolute, nested)
     for folder in folders:
         if not folder.is_dir():
             raise ReportError(f"{folder} is not a folder")
-        found.update(p for p in folder.rglob(RESULTS) if not (p.parent / "report.md").exists())
-    return sorted(found)
+        for p in folder.rglob(RESULTS):
+            if not (p.parent / "report.md").exists():
+                found.setdefault(p.resolve(), p)
+    return sorted(found.values())
 
 
 def _checked(path: Path) -> tuple[tuple[list[str], list[list[str]]] | None, str]:
@@ -62,7 +69,25 @@ def _checked(path: Path) -> tuple[tuple[list[str], list[list[str]]] | None, str]
     note = f"{path}: {lost} incomplete row(s) left out (a truncated file?)" if lost else ""
     if not good:
         return None, note or f"{path}: no rows"
-    return (header, good), note
+    return (header, _vouched(path.parent, header, good)), note
+
+
+def _vouched(folder: Path, header: list[str], rows: list[list[str]]) -> list[list[str]]:
+    """The rows as their point's manifest vouches for them: unchanged when the point is complete and ok; else
+    every row ``incomplete`` with the reason (a point that finished and recorded its failure keeps its
+    ``failed`` rows)."""
+    why = completeness(folder)
+    if not why:
+        return rows
+    recorded = check_manifest(folder)[0] is not None
+    status, error = header.index("status"), header.index("error")
+    out = []
+    for row in rows:
+        row = list(row)
+        if not (recorded and row[status] == "failed"):
+            row[status], row[error] = INCOMPLETE, why
+        out.append(row)
+    return out
 
 
 def _frames(groups: dict[tuple[str, ...], list[list[str]]]) -> list[pd.DataFrame]:

@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from experiments.reporting.plotting import save_figure, theme
-from infer_core.machine import cached_entries
+from infer_core.machine import MachineFileError, cached_entries
 
 NEEDED = ("flops", "bytes_moved", "gflops")
 
@@ -62,7 +62,10 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
     if pts.empty:
         return ""
     lines = ["## Roofline", ""]
-    machine = roofs(machine_file)
+    try:
+        machine = roofs(machine_file)
+    except MachineFileError as exc:
+        return "\n".join([*lines, f"No roofline: {exc}", ""])
     if machine.empty:
         return "\n".join([*lines, f"No machine reference in `{machine_file}`: run "
                           "`python experiments/run.py experiment=machine` to measure one.", ""])

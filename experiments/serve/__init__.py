@@ -15,4 +15,4 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="serve", key=KEY, schema=ServeConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary)
+                        report=_report, summary=measure.summary, isolated=True)

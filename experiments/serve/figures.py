@@ -58,6 +58,8 @@ def curve(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
 def ttft_per_level(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     """The distribution of TTFT over the requests of each level (from requests.csv)."""
     ok = _ok(df)
+    if ok.empty:
+        return []
     frames = []
     for source, setup in ok[["source", "setup"]].drop_duplicates().itertuples(index=False):
         path = Path(source) / "requests.csv"

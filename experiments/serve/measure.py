@@ -23,6 +23,7 @@ from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, ConfigError, VariantResult
 from experiments.serve import metrics, probe
 from experiments.serve.client import Endpoint, run_load
+from experiments.serve.redact import Redactor
 from experiments.serve.schema import KEY, Profile, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.workload import Counter, requests
@@ -70,7 +71,15 @@ def sweep_rates(sync: dict, peak: dict, n: int) -> list[float]:
 
 
 def run(cfg: ServeConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
-    """Measure each load level of the point against its server."""
+    """Measure each load level of the point against its server; the API key (``serve.api_key_env``) is
+    redacted from everything the point stores or logs."""
+    redactor = Redactor(os.environ.get(cfg.api_key_env) if cfg.api_key_env else None)
+    with redactor.logging():
+        results = _run(cfg, seed)
+    return [redactor.result(r) for r in results]
+
+
+def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
     rng = np.random.default_rng(seed)
     with contextlib.ExitStack() as stack:
         common: dict = {}
@@ -89,7 +98,7 @@ def run(cfg: ServeConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
             common |= {"model_reused": reused}
             url = server.url
         else:
-            url = cfg.url
+            url = cfg.base_url
         headers = {}
         if cfg.api_key_env is not None:
             key = os.environ.get(cfg.api_key_env)
@@ -100,8 +109,9 @@ def run(cfg: ServeConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         try:
             ep, ident = probe.identify(ep, cfg, rng, count, server)
         except probe.Unreachable as exc:
+            death = server.died() if server is not None else None  # a crash shows first as a lost connection
             return [VariantResult(fixed_level(cfg).label if cfg.profile is Profile.fixed else "probe",
-                                  status="failed", error=str(exc))]
+                                  status="failed", error=f"{death}: {exc}" if death else str(exc))]
         common |= ident
         levels = [fixed_level(cfg)] if cfg.profile is Profile.fixed else \
             [Level("synchronous", 1, None), Level("throughput", None, None)]
@@ -136,10 +146,10 @@ def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generato
            **metrics.summarize(outcomes, duration, requested, cfg.slo_ttft_ms, cfg.slo_tpot_ms)}
     result = VariantResult(level.label, row, sidecars={"requests": metrics.request_table(outcomes)})
     failed = [o for o in outcomes if not o.ok]
-    if server is not None and (code := server.exit_code()) is not None:
+    if server is not None and (death := server.died(1.0 if failed else 0.0)) is not None:
         result.status = "failed"
-        result.error = (f"the embedded server exited (code {code}) during the load: {len(failed)} of "
-                        f"{len(outcomes)} requests failed, the first with: {failed[0].error if failed else '-'}")
+        result.error = (f"{death} during the load: {len(failed)} of {len(outcomes)} requests failed, the first "
+                        f"with: {failed[0].error if failed else '-'}")
     elif failed:
         result.status = "failed"
         result.error = f"{len(failed)} of {len(outcomes)} requests failed, the first with: {failed[0].error}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from experiments.engine.llamacpp import check_build
 from experiments.serve.client import Endpoint, Request
 from experiments.serve.schema import KEY, ServeConfig
 from experiments.serve.server import EmbeddedServer
@@ -36,6 +37,7 @@ def vocabulary(path: Path) -> tuple[Counter, list[int], int]:
     import llama_cpp
     from llama_cpp._utils import suppress_stdout_stderr
 
+    check_build()  # the embedded server runs the same build
     with suppress_stdout_stderr(disable=False):  # llama.cpp prints while loading, even a vocabulary
         llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     banned = []
@@ -64,7 +66,12 @@ async def _identify(ep: Endpoint, req: Request, embedded: bool) -> tuple[Endpoin
         try:
             if not ep.model and ep.api is not Api.ollama_generate:
                 async with session.get(f"{base}/v1/models", timeout=aiohttp.ClientTimeout(total=ep.timeout_s)) as r:
-                    models = (await r.json(content_type=None) if r.status == 200 else {}).get("data") or []
+                    if r.status != 200:
+                        said = " ".join((await r.text(errors="replace"))[:120].split())
+                        raise Unreachable(f"{base}/v1/models answered HTTP {r.status} {r.reason or ''}: {said}"
+                                          + (f" (check {KEY}.api_key_env)" if r.status in (401, 403) else
+                                             f" (is {KEY}.url the server's root? or set {KEY}.model_name)"))
+                    models = (await r.json(content_type=None)).get("data") or []
                 if not models:
                     raise Unreachable(f"{base}/v1/models lists no model: set {KEY}.model_name")
                 ep = dataclasses.replace(ep, model=str(models[0].get("id")))

@@ -120,5 +120,13 @@ class ServeConfig(Knobs):
         return shape_of(KEY, self.model, self.shape)
 
     @property
+    def base_url(self) -> str | None:
+        """``serve.url`` as the server's root: an OpenAI client's base URL (``…/v1``) is accepted as the same."""
+        if self.url is None:
+            return None
+        url = self.url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    @property
     def n_threads(self) -> int:
         return self.threads or usable_cpus()

@@ -89,16 +89,19 @@ class ScriptedHTTP(asyncio.Protocol):
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         s = self.script
+        refused = json.dumps({"error": f"Incorrect API key provided: {headers.get('authorization', '')}"}).encode()
+        if s.api_key is not None and headers.get("authorization") != f"Bearer {s.api_key}":
+            return self.send(401, refused)
         if method == "GET" and path == "/v1/models":
             return self.send(200, json.dumps({"object": "list", "data": [{"id": "scripted"}]}).encode())
         if path not in ("/v1/completions", "/v1/chat/completions", "/api/generate"):
             return self.send(404, b'{"error": "no such path"}')
-        if s.api_key is not None and headers.get("authorization") != f"Bearer {s.api_key}":
-            return self.send(401, b'{"error": "invalid api key"}')
         ScriptedHTTP.served += 1
         fault = s.fault if s.fault != "none" and ScriptedHTTP.served % s.fault_every == 0 else "none"
         if fault in ("http429", "http500"):
             return self.send(int(fault[4:]), json.dumps({"error": f"scripted {fault[4:]}"}).encode())
+        if fault == "http401":  # as OpenAI's API does, the refused key quoted back (a client must not store it)
+            return self.send(401, refused)
         req = json.loads(body)
         ollama = path == "/api/generate"
         n = int(req.get("options", {}).get("num_predict", 16) if ollama else req.get("max_tokens", 16))

@@ -23,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from experiments.framework.isolate import exit_reason
 from experiments.framework.spec import ConfigError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,20 @@ class EmbeddedServer:
         """None while the server runs, else its exit code (negative: the signal that ended it)."""
         return None if self.proc is None else self.proc.poll()
 
+    def died(self, wait_s: float = 1.0) -> str | None:
+        """How the server ended, in words ("the embedded server crashed: signal 11 (SIGSEGV)"), waiting up to
+        ``wait_s`` for a dying one to be reaped; None while it runs."""
+        if self.proc is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(wait_s)
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if code < 0:
+            return f"the embedded server crashed: {exit_reason(code)}"
+        return f"the embedded server exited with code {code}"
+
     def tail(self, lines: int = 3) -> str:
         """The last lines of the server's output, on one line."""
         if self.log_file.closed:
@@ -97,8 +112,8 @@ class EmbeddedServer:
     def _wait_healthy(self) -> None:
         started = time.perf_counter()
         while time.perf_counter() - started < self.startup_timeout_s:
-            if (code := self.exit_code()) is not None:
-                raise RuntimeError(f"the embedded server exited with code {code} while starting: {self.tail()}")
+            if self.exit_code() is not None:
+                raise RuntimeError(f"{self.died()} while starting: {self.tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as resp:
                     if resp.status == 200:
