@@ -1,9 +1,10 @@
-# make demo: fresh venv, install, run the demo sweep, write its report.
+# make demo: fresh venv, install what the demo needs (no engine), run the demo sweeps, write their report.
 # make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests.
 # make engine: the engine sweep (llama.cpp on the TinyLlama-1.1B shape in eight weight types) and its report.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+BASE   := $(VENV)/.installed-base
 STAMP  := $(VENV)/.installed
 # llama.cpp's AMX matrix kernels crash on CPUs that have AMX (a segfault in ggml_backend_amx_mul_mat,
 # llama.cpp issue 20824, unfixed upstream), so llama-cpp-python is built without them. pip caches a
@@ -13,15 +14,24 @@ NO_AMX := $(PY) -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' in llama_cpp.
 
 .PHONY: demo test engine lint bench clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(LLAMA_CMAKE) $(PY) -m pip install --quiet -e '.[test,engine]'
+	@echo "installing infer-sweep and its dependencies into $(VENV) (about a minute)"
+	$(PY) -m pip install --quiet -e .
+	touch $(BASE)
+
+$(STAMP): $(BASE)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@$(PY) -c "import llama_cpp" 2>/dev/null || echo "building llama.cpp from source for llama-cpp-python (the [engine] \
+	extra, without AMX kernels): about 10 to 17 minutes on 2 cores the first time; pip caches the wheel, so a \
+	reinstall takes seconds"
+	$(LLAMA_CMAKE) $(PY) -m pip install -e '.[engine]'
 	$(NO_AMX) || { $(PY) -m pip cache remove llama_cpp_python && $(LLAMA_CMAKE) $(PY) -m pip install --quiet \
 		--force-reinstall --no-deps "llama-cpp-python==$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)')" \
 		&& $(NO_AMX); }
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	dir=outputs/sweeps/demo-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
 	$(PY) experiments/run.py experiment=machine bench.threads=1 hydra.run.dir=$$dir/machine_1_thread || status=1; \
 	$(PY) experiments/run.py sweep=demo_kv hydra.sweep.dir=$$dir/kv_cache || status=1; \

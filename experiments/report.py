@@ -51,12 +51,8 @@ def check_out(out: Path) -> None:
         raise ReportError(f"--out {out} is a file, not a folder: name a folder (it is made if missing)")
 
 
-def compare_main(argv: list[str]) -> int:
-    from experiments.reporting.compare import compare as compare_sweeps
-    from experiments.reporting.compare import regressions
-    from experiments.reporting.compare_report import write
-    from experiments.reporting.sweeps import read_sweep
-
+def compare_parser() -> argparse.ArgumentParser:
+    """The ``compare`` subcommand's options (also shown by ``report.py --help``)."""
     parser = argparse.ArgumentParser(prog="report.py compare", description="Compare sweeps: each later one "
                                      "against the first, point by point, with the noise accounted for.")
     parser.add_argument("folders", nargs="+", type=Path, help="sweep or run folders; the first is the baseline")
@@ -65,6 +61,16 @@ def compare_main(argv: list[str]) -> int:
                         "--fail-above's value)")
     parser.add_argument("--fail-above", type=percent, help="exit 2 when a point is significantly slower by more")
     parser.add_argument("--out", type=Path, help="folder of the comparison (default: <last folder>/compare)")
+    return parser
+
+
+def compare_main(argv: list[str]) -> int:
+    from experiments.reporting.compare import compare as compare_sweeps
+    from experiments.reporting.compare import regressions
+    from experiments.reporting.compare_report import write
+    from experiments.reporting.sweeps import read_sweep
+
+    parser = compare_parser()
     args = parser.parse_args(argv)
     labels = args.labels.split(",") if args.labels else [f.name for f in args.folders]
     if len(args.folders) < 2 or len(labels) != len(args.folders):
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:
         return compare_main(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="subcommand:\n\n" + compare_parser().format_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path, help="sweep or run folders (default: newest sweep)")
     parser.add_argument("--out", type=Path, help="report folder (default: <first folder>/report)")
     parser.add_argument("--machine", type=Path, default=MACHINE_FILE,

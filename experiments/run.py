@@ -13,6 +13,7 @@ exits non-zero and lists every failed point.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.framework.app import command_line, guard_config_writes, help_text, job_info, register_schemas
+from experiments.framework.app import (
+    HELP_ENV,
+    command_line,
+    guard_config_writes,
+    help_text,
+    job_info,
+    register_schemas,
+)
 from experiments.framework.point import PointApp, PointOutcome
 from experiments.registry import EXPERIMENTS
 
@@ -33,8 +41,8 @@ CONF = ROOT / "conf"
 register_schemas(EXPERIMENTS)
 guard_config_writes()
 # Hydra fills its help template with string.Template: a literal "$" must be doubled.
-OmegaConf.register_new_resolver(
-    "infer_help", lambda: help_text(EXPERIMENTS, CONF, "experiments/run.py").replace("$", "$$"), replace=True)
+OmegaConf.register_new_resolver("infer_help", lambda: help_text(
+    EXPERIMENTS, CONF, "experiments/run.py", os.environ.get(HELP_ENV)).replace("$", "$$"), replace=True)
 APP = PointApp(EXPERIMENTS, ROOT)
 
 

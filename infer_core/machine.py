@@ -193,15 +193,30 @@ def gemm_gflops(n: int, dtype: str, repeats: int = 5) -> float:
     return 2 * n**3 / float(np.min(t.per_call_s)) / 1e9
 
 
-def measure_machine(gemm_sizes: tuple[int, ...] = GEMM_SIZES, n_bytes: int | None = None) -> MachineRef:
-    """Measure peaks and bandwidths at the BLAS thread count now in force."""
+def measurement_steps(gemm_sizes: tuple[int, ...] = GEMM_SIZES) -> int:
+    """How many measurements :func:`measure_machine` takes (for a progress bar)."""
+    return 2 * len(gemm_sizes) + 3
+
+
+def measure_machine(gemm_sizes: tuple[int, ...] = GEMM_SIZES, n_bytes: int | None = None,
+                    step: Callable[[str], None] | None = None) -> MachineRef:
+    """Measure peaks and bandwidths at the BLAS thread count now in force; ``step(name)`` is called after each of
+    the :func:`measurement_steps` measurements."""
     n_bytes = n_bytes or stream_bytes()
+
+    def done(name: str, value: float) -> float:
+        if step is not None:
+            step(name)
+        return value
+
+    sgemm = max(done(f"sgemm {n}", gemm_gflops(n, "float32")) for n in gemm_sizes)
+    dgemm = max(done(f"dgemm {n}", gemm_gflops(n, "float64")) for n in gemm_sizes)
     return MachineRef(
-        sgemm_gflops=max(gemm_gflops(n, "float32") for n in gemm_sizes),
-        dgemm_gflops=max(gemm_gflops(n, "float64") for n in gemm_sizes),
-        copy_gbps=copy_bandwidth_gbps(n_bytes),
-        triad_gbps=triad_bandwidth_gbps(n_bytes),
-        read_gbps=read_bandwidth_gbps(n_bytes),
+        sgemm_gflops=sgemm,
+        dgemm_gflops=dgemm,
+        copy_gbps=done("copy", copy_bandwidth_gbps(n_bytes)),
+        triad_gbps=done("triad", triad_bandwidth_gbps(n_bytes)),
+        read_gbps=done("read", read_bandwidth_gbps(n_bytes)),
         gemm_sizes=tuple(gemm_sizes),
         stream_bytes=n_bytes,
         measured_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),

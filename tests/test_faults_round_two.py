@@ -107,10 +107,11 @@ def test_3_a_sweep_name_that_leaves_outputs_sweeps_is_refused(tmp_path, override
 
 def test_3_a_model_name_that_leaves_the_models_folder_is_refused(tmp_path):
     shape = "{arch:llama,d_model:32,n_layers:1,n_heads:2,n_kv_heads:2,d_ffn:64,n_vocab:300}"
-    proc = run_app("experiment=engine", "engine.model=../../../x", f"++engine.shape={shape}",
-                   f"engine.models_dir={tmp_path / 'm'}", f"hydra.run.dir={tmp_path / 'r'}")
-    assert proc.returncode == 1 and "engine.model='../../../x' must be a plain name" in proc.stderr
-    assert not (tmp_path / "m").exists() and not list(tmp_path.parent.parent.glob("x*"))
+    models = tmp_path / "a" / "b" / "models"
+    proc = run_app("experiment=engine", "engine.model=../../x", f"++engine.shape={shape}",
+                   f"engine.models_dir={models}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 1 and "engine.model='../../x' must be a plain name" in proc.stderr
+    assert not list((tmp_path / "a").rglob("*.gguf")) and not list((tmp_path / "a").rglob("*.npy"))
 
 
 # 4. two single runs never share a folder -----------------------------------------------------------------------

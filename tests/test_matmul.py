@@ -160,9 +160,9 @@ def test_copy_kernel_copies_every_part_and_counts_read_plus_write(threads):
 
 
 def test_report_labels_and_log_ticks_are_short_and_plain():
-    """Points sharing a place get one label with the common suffix once; log axes read "20k", not "2×10⁴", and
-    between powers of ten all ticks are labelled on an axis spanning little, only 2 and 5 on a wider one, none on
-    a wide one."""
+    """Points sharing a place get one label with the common suffix once; log axes read "20k", not "2×10⁴", with
+    matplotlib's choice of labelled ticks (all on an axis spanning little, 2 3 4 6 where one power of ten is in
+    view, none between the powers of ten on a wide one)."""
     import matplotlib.pyplot as plt
 
     from experiments.reporting.plotting import plain, plain_log_ticks
@@ -176,8 +176,9 @@ def test_report_labels_and_log_ticks_are_short_and_plain():
     narrow.set(xscale="log", xlim=(3000, 50000))
     wide.set(xscale="log", xlim=(1, 1e5))
     plain_log_ticks(fig)
+    fig.canvas.draw()  # matplotlib's formatter chooses which ticks to label when the axis is drawn
     assert [ratios.xaxis.get_minor_formatter()(x) for x in (0.7, 0.8)] == ["0.7", "0.8"]
     minor = narrow.xaxis.get_minor_formatter()
-    assert [minor(x) for x in (4000, 5000, 20000, 30000)] == ["", "5000", "20k", ""]
+    assert [minor(x) for x in (4000, 5000, 20000, 30000)] == ["4000", "", "20k", "30k"]  # one power of ten: 2 3 4 6
     assert wide.xaxis.get_minor_formatter()(5000) == "" and wide.xaxis.get_major_formatter()(1000) == "1000"
     plt.close(fig)

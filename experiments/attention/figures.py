@@ -12,7 +12,7 @@ import seaborn as sns
 
 from experiments.attention.schema import KEY
 from experiments.framework.spec import Report
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import mark_unstable, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 IMPL, N, PHASE, BQ, BK = f"{KEY}.impl", f"{KEY}.seq_len", f"{KEY}.phase", f"{KEY}.block_q", f"{KEY}.block_k"
@@ -47,6 +47,7 @@ def scaling(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
             title="Peak memory of one call")
     sns.lineplot(ok, x=N, y="time_median_s", hue="series", marker="o", ax=tim, errorbar=None)
     _slopes(tim, ok, "time_median_s")
+    mark_unstable(tim, ok, N, "time_median_s")
     tim.set(xscale="log", yscale="log", xlabel="N (tokens)", ylabel="median time (s)", title="Time of one call")
     return [("Memory and time against N", save_figure(fig, out / "attention_scaling.png"))]
 

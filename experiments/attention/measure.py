@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from experiments.attention.schema import KEY, AttnConfig, Impl, Phase
 from experiments.framework.bench import TIMING_COLUMNS, BenchConfig, check_fits, run_variant
+from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
 from infer_core.flash import (
     Traffic,
@@ -29,7 +30,6 @@ from infer_core.flash import (
     naive_attention,
     naive_traffic,
 )
-from infer_core.machine import reference
 
 COLUMNS = (
     *TIMING_COLUMNS,
@@ -126,7 +126,7 @@ def run(cfg: AttnConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     tiled = cfg.impl is Impl.flash and cfg.phase is Phase.prefill
     blas = 1 if tiled else cfg.n_threads  # flash prefill's threads each run one-thread BLAS
     with threadpool_limits(cfg.n_threads, user_api="blas"):
-        machine, _ = reference(bench.machine_file)
+        machine, _ = machine_reference(bench.machine_file)
     with threadpool_limits(blas, user_api="blas"):
         tracemalloc.start()
         try:

@@ -13,7 +13,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from experiments.engine.schema import KEY
 from experiments.framework.spec import Report
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import mark_unstable, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 BACKEND, WEIGHTS, MODEL, THREADS = f"{KEY}.backend", f"{KEY}.weights", f"{KEY}.model", f"{KEY}.threads"
@@ -24,7 +24,7 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[(df["status"] == "ok") & df["test"].notna()].copy()
     if ok.empty:
         return ok
-    ok["engine"] = ok[BACKEND].fillna("llamacpp") + ", " + ok["n_threads"].astype(int).astype(str) + " thr"
+    ok["engine"] = ok[BACKEND].fillna("llamacpp") + ", " + ok["n_threads"].astype(int).astype(str) + " threads"
     ok["weights"] = ok[WEIGHTS].fillna("file") if WEIGHTS in ok else "file"
     return ok
 
@@ -42,6 +42,7 @@ def pareto(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     for i, (_, row) in enumerate(ok[ok["test"] == "tg"].sort_values("bits_per_weight").iterrows()):
         left.annotate(row["weights"], (row["bits_per_weight"], row["tokens_per_s"]), fontsize=10,
                       xytext=(4, 6 if i % 2 else -14), textcoords="offset points")  # neighbours above and below
+    mark_unstable(left, ok, "bits_per_weight", "tokens_per_s")
     left.set(yscale="log", xlabel="bits per weight (file)", ylabel="tokens/s (median)", title="Speed vs size")
     left.yaxis.set_major_formatter(ScalarFormatter())
     left.yaxis.set_minor_formatter(ScalarFormatter())
@@ -85,7 +86,7 @@ def bandwidth(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
                     va="bottom", fontsize=11)
     for threads, roof in tg.groupby("n_threads")["bandwidth_gbps"].first().items():
         ax.axhline(roof, ls="--", lw=1.5, color="crimson")
-        ax.annotate(f"measured read bandwidth, {threads} thr: {roof:.1f} GB/s", (-0.4, roof), fontsize=11,
+        ax.annotate(f"measured read bandwidth, {int(threads)} threads: {roof:.1f} GB/s", (-0.4, roof), fontsize=11,
                     va="bottom", color="crimson")
     ax.set(ylabel="GB/s (bytes read per token × tokens/s)", xlabel=f"weights ({tg['engine'].iloc[0]})" if one_engine
            else "", title="Generation against the memory roof: tg GB/s (% of the read bandwidth)")
@@ -117,6 +118,11 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     return [*pareto(df, out), *bandwidth(df, out), *depth(df, out)]
 
 
+def file_size(n_bytes: float) -> str:
+    """A file's size as llama-bench prints it: MiB under 1 GiB, else GiB."""
+    return f"{n_bytes / 2**20:.2f} MiB" if n_bytes < 2**30 else f"{n_bytes / 2**30:.2f} GiB"
+
+
 def sections(df: pd.DataFrame) -> str:
     """llama-bench's table: model, size, params, backend, threads, test, t/s ± std."""
     ok = _ok(df)
@@ -124,7 +130,7 @@ def sections(df: pd.DataFrame) -> str:
         return ""
     table = pd.DataFrame({
         "model": ok[MODEL].fillna("file") if MODEL in ok else "file", "weights": ok["weights"],
-        "size": (ok["file_bytes"] / 2**30).map(lambda v: f"{v:.2f} GiB"),
+        "size": ok["file_bytes"].map(file_size),
         "params": (ok["n_params"] / 1e9).map(lambda v: f"{v:.2f} B"), "backend": ok[BACKEND],
         "threads": ok["n_threads"].astype(int),
         "test": ok["test"] + ok["n_tokens"].astype(int).astype(str) + np.where(

@@ -24,8 +24,8 @@ from experiments.engine.models import model_file, read_model
 from experiments.engine.numpy_engine import NumpyEngine
 from experiments.engine.schema import KEY, Backend, EngineConfig
 from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
+from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
-from infer_core.machine import reference
 from infer_core.model import ModelShape, load_gguf
 from infer_core.model.counts import kv_bytes_per_token, prompt_flops, weight_bytes_per_token
 from infer_core.model.gguf_io import StoredTensor, bits_per_weight
@@ -109,7 +109,7 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
     check = rng.integers(3, shape.n_vocab, cfg.n_check)  # ids 0-2 are control tokens
     depth, prompt, gen = (rng.integers(3, shape.n_vocab, n) for n in (cfg.depth, cfg.n_prompt, cfg.n_gen))
     with threadpool_limits(cfg.n_threads, user_api="blas"):
-        machine, measured = reference(bench.machine_file)
+        machine, measured = machine_reference(bench.machine_file)
     if measured:
         log.info("measured the machine reference at %d threads (cached in %s)", cfg.n_threads, bench.machine_file)
 

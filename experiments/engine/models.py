@@ -1,5 +1,5 @@
 """The model file a point runs: ``engine.file``, or a model made from its shape, weights and seed and
-cached in ``engine.models_dir`` (written once, with progress lines for large files). The serve
+cached in ``engine.models_dir`` (written once, with a progress bar for large files). The serve
 experiment's embedded server runs its model the same way, from its own ``serve.*`` knobs."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from experiments.engine.schema import KEY
+from experiments.framework.progress import bar
 from experiments.framework.spec import ConfigError
 from infer_core.model import ModelShape
 from infer_core.model.gguf_io import StoredTensor, read_gguf
@@ -18,7 +19,7 @@ from infer_core.model.store import cached_gguf
 
 log = logging.getLogger(__name__)
 logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)  # it announces every file it writes
-#: Files smaller than this are written without progress lines.
+#: Files smaller than this are written without announcement or progress bar.
 PROGRESS_BYTES = 100 * 2**20
 
 
@@ -42,16 +43,23 @@ def model_file(cfg: ModelKnobs, seed: int) -> tuple[Path, bool]:
     if cfg.file is not None:
         return Path(cfg.file), True
     shape = cfg.model_shape
-    started, shown = time.perf_counter(), [0]
+    started, shown = time.perf_counter(), []
 
     def progress(done: int, total: int) -> None:
-        tenth = 10 * done // total
-        if total >= PROGRESS_BYTES and tenth > shown[0]:
-            shown[0] = tenth
-            log.info("writing %s %s: %3d%% (%.2f of %.2f GB, %.0f s)", cfg.model, cfg.weights.value,
-                     100 * done // total, done / 1e9, total / 1e9, time.perf_counter() - started)
+        if total < PROGRESS_BYTES:
+            return
+        if not shown:
+            log.info("writing the model %s in %s (%.2f GB, seed %d) into %s: a minute or more, once", cfg.model,
+                     cfg.weights.value, total / 1e9, seed, cfg.models_dir)
+            shown.append(bar(total, f"writing {cfg.model} {cfg.weights.value}", unit="B", unit_scale=True))
+        shown[0].update(done - shown[0].n)
 
-    path, reused = cached_gguf(cfg.models_dir, cfg.model, shape, cfg.weights.value, seed, cfg.n_threads, progress)
+    try:
+        path, reused = cached_gguf(cfg.models_dir, cfg.model, shape, cfg.weights.value, seed, cfg.n_threads,
+                                   progress)
+    finally:
+        for b in shown:
+            b.close()
     if reused:
         log.info("reusing %s", path)
     else:

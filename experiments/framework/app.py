@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.framework.bench import BenchConfig, one_line
 from experiments.framework.knobs import knob_help, show
-from experiments.framework.launch import CONCURRENCY_ENV, POINT_ENV
+from experiments.framework.launch import CONCURRENCY_ENV, POINT_ENV, PROGRESS_ENV
 from experiments.framework.point import JobInfo
 from experiments.framework.spec import Experiment, knob
 
@@ -85,6 +85,7 @@ def job_info(hc: DictConfig) -> JobInfo:
         job_num=int(facts.get(POINT_ENV, hc.job.num)) if multirun else 0,
         run_id=Path(hc.sweep.dir if multirun else hc.run.dir).name,
         concurrency=int(facts.get(CONCURRENCY_ENV, 1)),
+        progress=str(facts.get(PROGRESS_ENV, "")),
         cwd=Path(hc.runtime.cwd),
     )
 
@@ -127,17 +128,30 @@ def command_line(args: list[str], experiments: Mapping[str, Experiment], conf: P
     chosen = [str(e["experiment"]) for e in defaults if isinstance(e, DictConfig) and "experiment" in e]
     if chosen:
         args = infer_experiment(args, experiments, chosen[0])
+    named = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("experiment=")]
+    if "--help" in args or "-h" in args:
+        os.environ.pop(HELP_ENV, None)
+        if named:
+            os.environ[HELP_ENV] = named[0]
     if name != primary and not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
         args = [*args, f"hydra.run.dir={RUN_DIR}"]
     return args
 
 
-def help_text(experiments: Mapping[str, Experiment], conf: Path, command: str) -> str:
-    """``--help``: how to run, the config groups a user chooses from, then every knob with its default."""
+#: Set by :func:`command_line` when ``--help`` comes with an experiment named: the help shows only its knobs.
+HELP_ENV = "INFER_SWEEP_HELP_EXPERIMENT"
+
+
+def help_text(experiments: Mapping[str, Experiment], conf: Path, command: str, only: str | None = None) -> str:
+    """``--help``: how to run, the config groups a user chooses from, then every knob with its default (of the
+    experiment ``only`` and the shared ones, when it is given)."""
     groups = [f"  {g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}"
               for g in sorted(conf.iterdir()) if g.is_dir() and g.name != "hydra"]
-    knobs = knob_help([("bench", BenchConfig), ("sweep", SweepSettings),
-                       *((e.key, e.schema) for e in experiments.values())])
+    chosen = [e for e in experiments.values() if only in (None, e.name)] or list(experiments.values())
+    knobs = knob_help([("bench", BenchConfig), ("sweep", SweepSettings), *((e.key, e.schema) for e in chosen)])
+    if len(chosen) < len(experiments):
+        knobs += f"(the knobs of experiment={chosen[0].name} and the shared ones; `--help` alone lists every " \
+                 "experiment's)\n"
     return "\n".join([
         f"{command}: one job = one sweep point; a report turns sweeps into plots and tables.", "",
         f"  python {command} KEY=VALUE ...          one run  -> outputs/runs/<time>/",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from experiments.framework.point import JobInfo, PointOutcome
 log = logging.getLogger(__name__)
 #: Runtime facts a job reads from ``hydra.job.env_set`` (Hydra's channel for per-job settings).
 POINT_ENV, CONCURRENCY_ENV = "INFER_SWEEP_POINT", "INFER_SWEEP_CONCURRENCY"
+#: ``k/N/start``: the job is the k-th of the N this launch runs, which began at ``start`` (epoch seconds).
+PROGRESS_ENV = "INFER_SWEEP_PROGRESS"
 
 
 def launcher_concurrency(launcher_cfg: DictConfig | None, batch: int) -> int:
@@ -61,13 +64,15 @@ def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[A
     launcher, real = sweeper.launcher, sweeper.hydra_context.config_loader
     returns, never, stopped = [], [], []
     size = size or sweeper.max_batch_size or len(points) or 1
+    start = time.time()
     for first in range(0, len(points), size):
         batch = points[first : first + size]
         concurrency = launcher_concurrency(master.hydra.get("launcher"), len(batch))
         planned = {}
-        for p in batch:  # the name is percent-quoted: no quote can end the string
+        for k, p in enumerate(batch, first + 1):  # the name is percent-quoted: no quote can end the string
             p.runtime = [f"++hydra.job.env_set.{POINT_ENV}={p.index}",
                          f"++hydra.job.env_set.{CONCURRENCY_ENV}={concurrency}",
+                         f"++hydra.job.env_set.{PROGRESS_ENV}='{k}/{len(points)}/{start:.3f}'",
                          *([f"hydra.sweep.subdir='{p.name}'"] if p.name else [])]
             planned[(*p.overrides, *p.runtime)] = composer.add(p.config, p.runtime)
         launcher.hydra_context = HydraContext(PlannedLoader(real, planned), sweeper.hydra_context.callbacks)

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import itertools
 import pickle
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -34,10 +35,17 @@ def point_dir_name(overrides: list[str]) -> str:
     ``hydra.*`` overrides are left out, and long names keep a prefix plus a hash of the whole.
     """
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", *RUN_CONTROL))]
-    name = ",".join(quote(o, safe="=+-._@:[]") for o in kept) or "defaults"
+    # Hydra's escapes (``\\:`` in a URL) are not part of the value; only what a folder name cannot hold is quoted
+    items = [quote(re.sub(r"\\(.)", r"\1", o), safe="=+-._@:[]") for o in kept]
+    name = ",".join(items) or "defaults"
     if len(name) > MAX_DIR_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-        name = f"{name[: MAX_DIR_NAME - 13]}-{digest}"
+        room, head = MAX_DIR_NAME - 13, ""
+        for item in items:  # whole overrides, not one cut mid-word (unless the first alone is too long)
+            if len(head) + len(item) + bool(head) > room:
+                break
+            head = f"{head},{item}" if head else item
+        name = f"{head or items[0][:room]}-{digest}"
     return name
 
 

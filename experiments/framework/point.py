@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,28 @@ class JobInfo:
     run_id: str = ""
     concurrency: int = 1
     cwd: Path | None = None  # where the command was started: relative project paths resolve against it
+    progress: str = ""  # "k/N/start" from the sweeper: the k-th of N points run, the launch began at start
+
+    def position(self, now: float | None = None) -> str:
+        """``[k/N, about 2 min left]`` in a sweep (the time left from the pace so far), "" in a single run."""
+        try:
+            k, n, start = self.progress.split("/")
+            k, n, started = int(k), int(n), float(start)
+        except ValueError:
+            return ""
+        if k <= 1:
+            return f"[{k}/{n}]"
+        left = ((now if now is not None else time.time()) - started) / (k - 1) * (n - k + 1)
+        return f"[{k}/{n}, about {duration(left)} left]"
+
+
+def duration(seconds: float) -> str:
+    """A time left in words: ``40 s``, ``3 min``, ``1 h 20 min``."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{int(seconds // 3600)} h {round(seconds % 3600 / 60)} min"
 
 
 @dataclass
@@ -109,7 +132,8 @@ class PointApp:
     def run(self, cfg: DictConfig, job: JobInfo) -> PointOutcome:
         """Validate (unless the sweeper did) and run one point; nothing raised escapes: a bad config or
         an exception becomes a ``status=failed`` row with a one-line error (the traceback goes to the log)."""
-        log.info("job %d: %s", job.job_num, " ".join(job.overrides) or "(defaults)")
+        log.info("%sjob %d: %s", f"{job.position()} " if job.progress else "", job.job_num,
+                 " ".join(job.overrides) or "(defaults)")
         point: Point | None = self.validated.pop(job.output_dir.absolute(), None)
         env: environment.Environment | None = None
         store.clear_manifest(job.output_dir)  # from here until the new manifest, the point is not complete

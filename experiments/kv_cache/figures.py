@@ -12,7 +12,7 @@ import seaborn as sns
 from experiments.framework.knobs import config_columns
 from experiments.framework.spec import Report
 from experiments.kv_cache.schema import KEY, KVConfig
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import mark_unstable, save_figure, theme
 from experiments.reporting.tables import markdown_table
 from infer_core.decode import expected_kv_projections
 
@@ -65,6 +65,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
 
     fig, ax = plt.subplots(figsize=(10, 6.5))
     _lines(ax, ok, "time_median_s", palette, band=("time_q1_s", "time_q3_s"))
+    mark_unstable(ax, ok, SEQ, "time_median_s")
     ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
            ylabel="total generation time [s]", title="Generation time: median, band = IQR")
     made.append(("Time vs sequence length", save_figure(fig, out / "kv_cache_time_vs_seq_len.png")))
@@ -93,11 +94,8 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         fig, ax = plt.subplots(figsize=(10, 6.5))
         _lines(ax, cached, "speedup_vs_recompute", {k: v for k, v in palette.items() if k != "recompute"},
                band=("speedup_q1", "speedup_q3"))
-        shaky = cached[cached["speedup_unstable"].astype(str) == "True"]
-        if not shaky.empty:
-            ax.scatter(shaky[SEQ], shaky["speedup_vs_recompute"], s=260, facecolors="none", edgecolors="crimson",
-                       lw=2, zorder=4, label="unstable ratio (quartiles > 10% apart)")
-            ax.legend(fontsize=11)
+        mark_unstable(ax, cached, SEQ, "speedup_vs_recompute", "speedup_unstable",
+                      "unstable ratio (quartiles > 10% apart)")
         ax.axhline(1.0, color="0.4", ls="--", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="generated tokens (kv.seq_len)",
                ylabel="speedup vs recompute (median of per-round ratios)",

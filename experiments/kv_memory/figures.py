@@ -12,7 +12,7 @@ import seaborn as sns
 
 from experiments.framework.spec import Report
 from experiments.kv_memory.schema import KEY
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import legend_below, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 DATASET = f"{KEY}.dataset"
@@ -50,8 +50,8 @@ def composition(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         ax.set(title=trace, xlabel="allocation policy", ylabel="% of reserved KV memory", ylim=(0, 105))
         ax.tick_params(axis="x", rotation=45)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=12, bbox_to_anchor=(0.5, -0.1))
     fig.suptitle("Where reserved KV memory goes, time-averaged over the trace (utilization on each bar)")
+    legend_below(fig, handles, labels, ncol=3, fontsize=12)
     return [("Reserved KV memory per policy", save_figure(fig, out / "kv_memory_policies.png"))]
 
 

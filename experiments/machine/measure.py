@@ -5,9 +5,9 @@ has no entry for their CPU, NumPy, BLAS and thread count."""
 from __future__ import annotations
 
 from experiments.framework.bench import BenchConfig
+from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, VariantResult
 from experiments.machine.schema import MachineConfig
-from infer_core.machine import measure_machine, reference
 
 COLUMNS = (
     Column("gflops", "GFLOP/s", "sgemm / dgemm rows: best GEMM throughput over `machine.gemm_sizes`"),
@@ -21,8 +21,7 @@ COLUMNS = (
 def run(cfg: MachineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     """Measure and store; one row per figure: sgemm, dgemm (GFLOP/s), copy, triad, read (GB/s)."""
     n_bytes = cfg.stream_mib * 2**20 if cfg.stream_mib else None
-    ref, _ = reference(bench.machine_file, force=True,
-                       measure_fn=lambda: measure_machine(tuple(cfg.gemm_sizes), n_bytes))
+    ref, _ = machine_reference(bench.machine_file, force=True, gemm_sizes=tuple(cfg.gemm_sizes), n_bytes=n_bytes)
     common = {"gemm_sizes": ",".join(map(str, ref.gemm_sizes)), "stream_bytes": ref.stream_bytes,
               "machine_file": bench.machine_file}
     return [

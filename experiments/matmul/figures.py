@@ -11,7 +11,7 @@ from matplotlib.ticker import NullFormatter
 
 from experiments.framework.spec import Report
 from experiments.matmul.schema import KEY, Shape
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import mark_unstable, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 OPS = [s.value for s in Shape if s is not Shape.square]  # the products of a transformer layer
@@ -19,7 +19,7 @@ SHAPE, SIZE, TOKENS = f"{KEY}.shape", f"{KEY}.size", f"{KEY}.tokens"
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
-    return df[f"{KEY}.dtype"] + ", " + df["blas_threads"].astype(str) + " thr, " + df["variant"]
+    return df[f"{KEY}.dtype"] + ", " + df["blas_threads"].astype(int).astype(str) + " threads, " + df["variant"]
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
@@ -37,7 +37,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         peak = part["peak_gflops"].iloc[0]
         color = palette[part["series"].iloc[0]]
         ax.axhline(peak, ls="--", lw=1.5, color=color)
-        ax.annotate(f"measured peak, {dtype}, {threads} thr: {peak:.0f}", (square[SIZE].min(), peak),
+        ax.annotate(f"measured peak, {dtype}, {int(threads)} threads: {peak:.0f}", (square[SIZE].min(), peak),
                     fontsize=11, va="bottom", color=color)
     ax.set(xscale="log", xlabel="n (n×n×n product)", ylabel="GFLOP/s (2n³ / median time)",
            title="Square GEMM throughput against the machine's peak")
@@ -45,6 +45,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     if len(sizes) <= 12:  # each size its own tick; more would overprint (and cost seconds to lay out)
         ax.set_xticks(sizes, [str(v) for v in sizes])
         ax.xaxis.set_minor_formatter(NullFormatter())
+    mark_unstable(ax, square, SIZE, "gflops")
     ax.legend(fontsize=11, title=None)
     return [("GFLOP/s vs size", save_figure(fig, out / "matmul_gflops_vs_size.png"))]
 

@@ -13,9 +13,10 @@ import time
 import numpy as np
 
 from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
+from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, VariantResult
 from experiments.matmul.schema import KEY, MatmulConfig
-from infer_core.machine import reference, roofline
+from infer_core.machine import roofline
 from infer_core.matmul import bytes_moved, dequant_matmul, quantize_weights, weight_bytes
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def estimate_bytes(cfg: MatmulConfig) -> dict[str, int]:
 def run(cfg: MatmulConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     """Time every weight variant of the product; check it against a float64 product."""
     check_fits(KEY, estimate_bytes(cfg), f"lower {KEY}.size, {KEY}.d_model or {KEY}.tokens")
-    ref, measured = reference(bench.machine_file)
+    ref, measured = machine_reference(bench.machine_file)
     if measured:
         log.info("measured the machine reference (cached in %s)", bench.machine_file)
     g, dtype = cfg.gemm, cfg.dtype.value

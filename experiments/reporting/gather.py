@@ -67,7 +67,8 @@ def experiment_section(exp: Experiment, part: Report, df: pd.DataFrame, out: Pat
     df = df[[c for c in df.columns if c in keep or df[c].notna().any()]]  # drop other experiments' columns
     config = knob_columns(exp, df)
     vary = varying(df, config)
-    shown = [c for c in ["variant", *vary, *part.headline, "status"] if c in df]
+    flags = [c for c in ("unstable",) if c in df and c not in part.headline and df[c].notna().any()]
+    shown = [c for c in ["variant", *vary, *part.headline, *flags, "status"] if c in df]  # noise shown where timed
     lines = [f"## Experiment `{exp.name}`", "", f"{len(df)} row(s) from {df['source'].nunique()} job(s).", ""]
     constant = [c for c in config if c not in vary]
     if constant:

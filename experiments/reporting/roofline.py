@@ -83,7 +83,7 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
         for peak, ls, text in ((row.sgemm, "-", f"sgemm {row.sgemm:.0f} GFLOP/s, memory {row.bandwidth:.0f} GB/s"),
                                (row.dgemm, ":", f"dgemm {row.dgemm:.0f} GFLOP/s")):
             ax.plot(grid, np.minimum(peak, grid * row.bandwidth), color=str(grey), ls=ls, lw=1.8,
-                    label=f"roof, {row.blas_threads} thr: {text}")
+                    label=f"roof, {int(row.blas_threads)} threads: {text}")
     # an experiment with a few variants gets a colour per variant; one with many, one colour
     few = pts.groupby("experiment")["variant"].transform("nunique") <= 4
     pts["series"] = pts["experiment"].where(~few, pts["experiment"] + ": " + pts["variant"].astype(str))
@@ -108,7 +108,7 @@ def section(df: pd.DataFrame, out: Path, machine_file: Path, labels: pd.Series |
            title="Roofline: attainable = min(peak, intensity × bandwidth)")
     ax.legend(title=None, fontsize=10, loc="lower right")
     path = save_figure(fig, out / "roofline.png")
-    ridge = ", ".join(f"{r.blas_threads} thr: {r.sgemm / r.bandwidth:.1f} FLOP/B"
+    ridge = ", ".join(f"{int(r.blas_threads)} threads: {r.sgemm / r.bandwidth:.1f} FLOP/B"
                       for r in shown.itertuples(index=False))
     point_threads = ", ".join(str(t) for t in sorted(threads)) or "unknown"
     roof_threads = ", ".join(str(t) for t in sorted(shown["blas_threads"]))

@@ -12,19 +12,26 @@ import pandas as pd
 import seaborn as sns
 
 from experiments.framework.spec import Report
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import label_points, legend_below, save_figure, theme
 from experiments.reporting.tables import markdown_table
 from experiments.serve.schema import KEY
 
 SLO_TTFT, SLO_TPOT = f"{KEY}.slo_ttft_ms", f"{KEY}.slo_tpot_ms"
 
 
+def short_level(variant: object) -> str:
+    """A load level's name for a label: ``rate 8/s, c ≤ 4``."""
+    return str(variant).replace("concurrency <= ", "c ≤ ").replace("concurrency ", "c = ")
+
+
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[(df["status"] == "ok") & df["output_throughput"].notna()].copy() if "output_throughput" in df else df[:0]
     if ok.empty:
         return ok
-    ok["setup"] = ok["server_model"].astype(str) + " @ " + ok["server_url"].astype(str).str.replace(
-        r"http://127\.0\.0\.1:\d+", "embedded", regex=True) + " (" + ok[f"{KEY}.api"].astype(str) + ")"
+    # "embedded" only for the server the point started itself (serve.url null), whatever address a user's has
+    started = ok[f"{KEY}.url"].isna() if f"{KEY}.url" in ok else pd.Series(False, index=ok.index)
+    where = ok["server_url"].astype(str).where(~started, "embedded")
+    ok["setup"] = ok["server_model"].astype(str) + " @ " + where + " (" + ok[f"{KEY}.api"].astype(str) + ")"
     return ok.sort_values(["setup", "mean_in_flight"])  # by the load offered
 
 
@@ -43,15 +50,14 @@ def curve(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
                     label=f"{setup} p50")
             ax.plot(part["output_throughput"], part[f"p99_{metric}_ms"], "s--", color=colors[setup], alpha=0.7,
                     label=f"{setup} p99")
-            for _, row in part.iterrows():
-                ax.annotate(str(row["variant"]).replace("concurrency ", "c="), (row["output_throughput"],
-                            row[f"p99_{metric}_ms"]), fontsize=10, xytext=(4, 4), textcoords="offset points")
         if slo in ok and ok[slo].notna().any():
             ax.axhline(float(ok[slo].dropna().iloc[0]), color="crimson", ls=":", lw=2, label="SLO")
         ax.set(yscale="log", xlabel="achieved output tokens/s", ylabel="ms", title=title)
+        label_points(ax, [(row["output_throughput"], row[f"p99_{metric}_ms"], short_level(row["variant"]))
+                          for _, row in ok.iterrows()])
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=11, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle("Latency against throughput, one point per load level (p50 solid, p99 dashed)")
+    legend_below(fig, handles, labels, ncol=min(3, len(labels)))
     return [("Latency–throughput curve", save_figure(fig, out / "serve_latency_throughput.png"))]
 
 
@@ -81,7 +87,7 @@ def ttft_per_level(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
            title="Time to first token per level" + ("" if several else f"\n{req['setup'].iloc[0]}"))
     if several:
         sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, fontsize=11, title=None)
-    ax.tick_params(axis="x", rotation=20)
+    ax.set_xticks(range(len(order)), [short_level(v).replace(", ", ",\n") for v in order])
     return [("TTFT per load level", save_figure(fig, out / "serve_ttft.png"))]
 
 
