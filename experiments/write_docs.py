@@ -23,6 +23,7 @@ from experiments.framework.bench import BenchConfig
 from experiments.framework.knobs import column_table, fill_tables, knob_table
 from experiments.framework.spec import Column
 from experiments.registry import EXPERIMENTS
+from experiments.shared import requests
 from infer_core.environment import Environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,8 @@ def tables() -> dict[str, str]:
             "columns.identity": column_table(store.IDENTITY_COLUMNS),
             "columns.outcome": column_table(store.OUTCOME_COLUMNS),
             "columns.samples": column_table(store.SAMPLE_MEANINGS),
-            "columns.environment": column_table(Column(f.name, "", f.metadata["help"]) for f in fields(Environment))}
+            "columns.environment": column_table(Column(f.name, "", f.metadata["help"]) for f in fields(Environment)),
+            "columns.requests": column_table(requests.COLUMNS)}
     for exp in EXPERIMENTS.values():
         made[f"knobs.{exp.key}"] = knob_table(exp.key, exp.schema)
         made[f"columns.{exp.name}"] = column_table(exp.columns)

@@ -51,6 +51,7 @@ class Request:
     prefilled: int = 0  # of them, done
     first_token: float | None = None
     finish: float | None = None
+    token_times: list[float] = field(default_factory=list)  # when each token came out
     preemptions: int = 0
     swapped: object | None = None  # the executor's host copy of its K and V, while swapped out
     swapped_len: int = 0  # tokens in that copy
@@ -153,6 +154,7 @@ def serve(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, tables: B
             if r.finish is not None:
                 continue  # padding
             r.generated += 1
+            r.token_times.append(now)
             r.first_token = now if r.first_token is None else r.first_token
             if r.generated == r.output:
                 r.finish = now

@@ -57,10 +57,11 @@ class Trace:
 
 
 def make_trace(seed: int, n: int, prompt_mean: int, output_mean: int, lengths: Lengths, spread: float,
-               max_len: int, rate: float | None = None) -> Trace:
+               max_len: int, rate: float | None = None, burstiness: float = 1.0) -> Trace:
     """``n`` seeded requests; a prompt is cut to ``max_len − 1`` and an output to what ``max_len`` leaves
-    (the model's context holds the whole sequence, as a server caps ``max_tokens``)."""
+    (the model's context holds the whole sequence, as a server caps ``max_tokens``); arrivals as
+    :func:`arrivals` draws them."""
     rng = np.random.default_rng(seed)
     prompt = np.minimum(draw_lengths(rng, prompt_mean, lengths, spread, n), max_len - 1)
     output = np.minimum(draw_lengths(rng, output_mean, lengths, spread, n), max_len - prompt)
-    return Trace(prompt, output, arrivals(rng, n, rate))
+    return Trace(prompt, output, arrivals(rng, n, rate, burstiness))

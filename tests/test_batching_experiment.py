@@ -44,6 +44,8 @@ def test_batching_rows_compare_policies_and_the_cost_model_on_one_trace(sweeps):
         assert measured["output_throughput"] > 0 and model["output_throughput"] > 0
     requests = pd.read_csv(next((root / "batching").rglob("requests.csv")))
     assert sorted(requests["request"]) == list(range(12)) and (requests["ttft_ms"] <= requests["e2e_ms"]).all()
+    assert (requests["send_ms"] == 0).all()
+    assert (requests["token_ms"].str.split().map(len) == requests["output_tokens"]).all()  # every token's time
 
 
 def test_a_tight_budget_preempts_swaps_and_still_serves_every_request(sweeps):
@@ -84,3 +86,33 @@ def test_kv_memory_rows_and_the_report_of_both_experiments(sweeps):
 def test_bad_knobs_are_refused_naming_the_key(tmp_path, override, message):
     proc = run_app(*override.split(), f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_serve_and_batching_write_one_request_schema(sweeps, tmp_path):
+    """The shared columns of requests.csv, in order, in both experiments (serve against a scripted server)."""
+    from experiments.framework.store import SIDECAR_IDENTITY
+    from experiments.serve.scripted import spawn
+    from experiments.shared.requests import COLUMNS
+
+    root, _ = sweeps
+    with spawn("--ttft-ms", "5") as (url, _):
+        served = run_app("experiment=serve", f"serve.url={url}", "serve.n_requests=4", f"hydra.run.dir={tmp_path}")
+    assert served.returncode == 0, served.stderr[-1500:]
+    shared = [c.name for c in COLUMNS]
+    own = [c for c in pd.read_csv(tmp_path / "requests.csv").columns if c not in SIDECAR_IDENTITY]
+    serve = list(own)
+    batching = [c for c in pd.read_csv(next((root / "batching").rglob("requests.csv"))).columns
+                if c not in SIDECAR_IDENTITY]
+    assert serve[:len(shared)] == shared == batching[:len(shared)]
+
+
+def test_burstiness_shapes_the_arrivals(tmp_path):
+    arrivals = {}
+    for b in ("0.2", "5"):
+        proc = run_app("experiment=batching", "batch.rate=8", f"batch.burstiness={b}", *SMALL,
+                       f"hydra.run.dir={tmp_path / b}")
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        arrivals[b] = pd.read_csv(tmp_path / b / "requests.csv").sort_values("request")["arrival_s"].to_numpy()
+    gaps = {b: np.diff(a) for b, a in arrivals.items()}
+    assert not np.allclose(arrivals["0.2"], arrivals["5"])
+    assert gaps["0.2"].std() > 2 * gaps["5"].std()  # bursty arrivals cluster, regular ones are evenly spaced

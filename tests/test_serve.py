@@ -60,7 +60,10 @@ def test_embedded_server_concurrency_sweep_runs_and_leaves_no_server(concurrency
     assert df["median_ttft_ms"].iloc[-1] > 2 * df["median_ttft_ms"].iloc[0]
     requests = pd.read_csv(next(sweep.rglob("requests.csv")))
     assert len(requests) == 6 and (requests["output_tokens"] == 12).all()
-    assert requests["chunk_ms"].map(lambda s: len(s.split())).eq(12).all()  # every token's arrival
+    assert requests["token_ms"].map(lambda s: len(s.split())).eq(12).all()  # every token's arrival
+    # one clock: each offset from the arrival; the latencies from the send, as vLLM's
+    assert (requests["first_token_ms"] - requests["send_ms"] - requests["ttft_ms"]).abs().max() < 1e-6
+    assert (requests["end_ms"] - requests["send_ms"] - requests["e2e_ms"]).abs().max() < 1e-6
     report = run_report(str(sweep))
     assert report.returncode == 0, report.stderr
     text = (sweep / "report" / "report.md").read_text()

@@ -37,7 +37,7 @@ COLUMNS = (
                                    "a query sees (causal: the lower triangle, 2·N²·d)"),
     Column("gflops", "GFLOP/s", "useful_flops / median time"),
     Column("peak_gflops", "GFLOP/s", "the machine's measured float32 GEMM peak at this thread count"),
-    Column("pct_of_peak", "%", "gflops / peak_gflops"),
+    Column("pct_of_peak", "%", "gflops / peak_gflops", kind="measurement"),
     Column("peak_bytes", "B", "tracemalloc's high-water mark over one call: every array it allocated"),
     Column("largest_intermediate_bytes", "B", "the largest array the call made (naive: the scores)"),
     Column("estimate_bytes", "B", "what the call was expected to allocate, checked against `attn.max_gib` first"),

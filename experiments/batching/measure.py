@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from experiments.batching.schema import BatchConfig, Cost
 from experiments.framework.bench import BenchConfig, run_variant
 from experiments.framework.spec import Column, VariantResult
+from experiments.shared.requests import RequestRecord, request_table
 from infer_core.attention import Decoder, init_decoder
 from infer_core.environment import usable_cpus
 from infer_core.executors import FEATURES, CostModel, NumpyExecutor
@@ -34,15 +35,17 @@ COLUMNS = (
     Column("makespan_s", "s", "first arrival to last finish (measured: wall clock; model: predicted)"),
     *(Column(f"{stat}_{name}_ms", "ms", f"{stat} over the requests of the {meaning}")
       for name, meaning in LATENCIES for stat in ("median", "p99")),
-    Column("mean_batch", "", "requests decoded per iteration, averaged over the iterations (padding rows count)"),
-    Column("iterations", "", "engine iterations (prefill pieces + one batched decode step each)"),
+    Column("mean_batch", "", "requests decoded per iteration, averaged over the iterations (padding rows count)",
+           kind="measurement"),
+    Column("iterations", "", "engine iterations (prefill pieces + one batched decode step each)", kind="measurement"),
     Column("preemptions", "", "requests taken out of the pool to make room (none is lost: each finishes once)"),
     Column("swaps", "", "of them, swapped to the host pool rather than recomputed"),
     Column("peak_blocks", "", "KV blocks in use at most"),
     Column("pool_blocks", "", "KV blocks in the pool (`batch.num_blocks`, or room for max_batch × max_len)"),
     Column("max_rel_err", "", "measured: max |output − full causal pass| / max |pass| over the checked requests"),
-    Column("calibration_iterations", "", "cost=model: measured iterations the cost was fitted on"),
-    Column("fit_rel_err_pct", "%", "cost=model: median |predicted − measured| / measured over those iterations"),
+    Column("calibration_iterations", "", "cost=model: measured iterations the cost was fitted on", kind="measurement"),
+    Column("fit_rel_err_pct", "%", "cost=model: median |predicted − measured| / measured over those iterations",
+           kind="measurement"),
     *(Column(f"cost_{f}_us", "µs", f"cost=model: fitted time per unit of `{f}` (Iteration.features)")
       for f in FEATURES),
 )
@@ -57,7 +60,8 @@ class Served:
 
 
 def _trace(cfg: BatchConfig, seed: int, n: int, rate: float | None) -> Trace:
-    return make_trace(seed, n, cfg.prompt_len, cfg.output_len, cfg.lengths, cfg.spread, cfg.max_len, rate)
+    return make_trace(seed, n, cfg.prompt_len, cfg.output_len, cfg.lengths, cfg.spread, cfg.max_len, rate,
+                      cfg.burstiness)
 
 
 def _measured(cfg: BatchConfig, model: Decoder, trace: Trace, policy: Policy, seed: int, check: int,
@@ -131,12 +135,9 @@ def run(cfg: BatchConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
                "iterations": out.iterations, "preemptions": out.preemptions, "swaps": out.swaps,
                "peak_blocks": out.peak_blocks, "pool_blocks": cfg.pool_blocks, "max_rel_err": served.max_rel_err,
                **fit}
-        reqs = out.requests
-        requests = {"request": [r.id for r in reqs], "arrival_s": [r.arrival for r in reqs],
-                    "prompt_tokens": [r.prompt for r in reqs], "output_tokens": [r.output for r in reqs],
-                    "ttft_ms": [1e3 * (r.first_token - r.arrival) for r in reqs],
-                    "e2e_ms": [1e3 * (r.finish - r.arrival) for r in reqs],
-                    "preemptions": [r.preemptions for r in reqs]}
+        requests = request_table(  # the engine loop receives each request at its arrival: sent at 0
+            RequestRecord(r.id, r.arrival, 0.0, [t - r.arrival for t in r.token_times], r.prompt, r.generated,
+                          extra={"preemptions": r.preemptions}) for r in out.requests)
         return VariantResult(f"{cfg.policy.value}, {cfg.cost.value}", row, sidecars={"requests": requests})
 
     return [run_variant(f"{cfg.policy.value}, {cfg.cost.value}", serve_trace, bench)]

@@ -58,7 +58,7 @@ COLUMNS = (
                             "logits) + causal attention, 4 × d_head × heads × keys seen, per layer"),
     Column("gflops", "GFLOP/s", "pp: flops / median time"),
     Column("peak_gflops", "GFLOP/s", "the machine's measured float32 GEMM peak at this thread count"),
-    Column("pct_of_peak", "%", "pp: gflops / peak_gflops"),
+    Column("pct_of_peak", "%", "pp: gflops / peak_gflops", kind="measurement"),
     Column("check_tokens", "", "tokens whose logits were compared (`engine.n_check`)"),
     Column("max_abs_diff_vs_ref", "", "max |engine logit − reference logit|; the reference is the NumPy forward "
                                       "on the file's dequantized weights (0 for backend=numpy: it is the reference)"),

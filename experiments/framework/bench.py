@@ -62,12 +62,13 @@ TIMING_COLUMNS = (
     Column("time_max_s", "s", "slowest sample, per call"),
     Column("time_mean_s", "s", "mean time per call"),
     Column("time_std_s", "s", "standard deviation of the time per call (ddof 1)"),
-    Column("time_cv", "", "coefficient of variation: std / mean"),
+    Column("time_cv", "", "coefficient of variation: std / mean", kind="measurement"),
     Column("cpu_time_median_s", "s", "median process CPU time per call (all threads)"),
     Column("n_samples", "", "timed samples (`bench.repeats`)"),
-    Column("inner_loops", "", "calls per sample, calibrated so a sample lasts `bench.min_sample_s`"),
+    Column("inner_loops", "", "calls per sample, calibrated so a sample lasts `bench.min_sample_s`",
+           kind="measurement"),
     Column("warmup", "", "untimed warm-up calls"),
-    Column("unstable", "", "True when the CV is above 10% or a sample lasted under 1 ms"),
+    Column("unstable", "", "True when the CV is above 10% or a sample lasted under 1 ms", kind="measurement"),
 )
 
 

@@ -85,13 +85,28 @@ def acting_knobs(knobs: Knobs) -> dict[str, Any]:
     return {f.name: getattr(knobs, f.name) for f in dataclasses.fields(knobs) if f.name not in skip}
 
 
+#: Units of figures read off a clock or set by the load on the machine.
+CLOCK_UNITS = frozenset({"s", "ms", "µs", "1/s", "GFLOP/s", "GB/s", "tok/s", "t/s", "req/s"})
+KINDS = ("exact", "measurement", "sample")
+
+
 @dataclass(frozen=True)
 class Column:
-    """A metric column of ``results.csv``: name, unit (``""`` when it has none) and meaning."""
+    """A column of ``results.csv`` or a sidecar: name, unit (``""`` when it has none), meaning, and its kind:
+    ``exact`` (the same on every run of the same knobs and seed: a count, bytes, an error), ``measurement`` (read
+    off a clock or moved by the load: compared as a ratio, never for equality) or ``sample`` (one raw timing).
+    Left out, the kind follows the unit: a clock's unit makes a measurement."""
 
     name: str
     unit: str
     meaning: str
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", "measurement" if self.unit in CLOCK_UNITS else "exact")
+        if self.kind not in KINDS:
+            raise ValueError(f"column {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
 
 
 @dataclass

@@ -50,9 +50,9 @@ SAMPLE_COLUMNS = ("schema_version", *SIDECAR_IDENTITY, "measure", "sample", "inn
 SAMPLE_MEANINGS = (
     Column("measure", "", "which timed operation (`generate`, `quantize`, `dequantize`, `matmul` ...)"),
     Column("sample", "", "the sample's number, 0 to bench.repeats − 1"),
-    Column("inner_loops", "", "calls in the sample"),
-    Column("time_s", "s", "wall time per call in this sample"),
-    Column("cpu_time_s", "s", "process CPU time per call in this sample"),
+    Column("inner_loops", "", "calls in the sample", kind="measurement"),
+    Column("time_s", "s", "wall time per call in this sample", kind="sample"),
+    Column("cpu_time_s", "s", "process CPU time per call in this sample", kind="sample"),
 )
 
 

@@ -29,10 +29,12 @@ COLUMNS = (
     *TIMING_COLUMNS,  # every statistic of a timing
     Column("tokens_per_s", "1/s", "generated tokens (batch × seq_len) per second of median time"),
     Column("time_per_token_s", "s", "median time / seq_len"),
-    Column("speedup_vs_recompute", "", "median over interleaved rounds of recompute's time / this strategy's"),
-    Column("speedup_q1", "", "first quartile of those per-round ratios"),
-    Column("speedup_q3", "", "third quartile of those per-round ratios"),
-    Column("speedup_unstable", "", "True when the ratios' quartiles lie more than 10% of the median apart"),
+    Column("speedup_vs_recompute", "", "median over interleaved rounds of recompute's time / this strategy's",
+           kind="measurement"),
+    Column("speedup_q1", "", "first quartile of those per-round ratios", kind="measurement"),
+    Column("speedup_q3", "", "third quartile of those per-round ratios", kind="measurement"),
+    Column("speedup_unstable", "", "True when the ratios' quartiles lie more than 10% of the median apart",
+           kind="measurement"),
     Column("kv_projections", "", "tokens through each layer's K/V projection, observed; equals "
                                  "n·p + n(n+1)/2 without a cache, p + n with one"),
     Column("flops", "FLOP", "useful matrix FLOPs from the closed form (projections + attention over t keys)"),
@@ -41,7 +43,7 @@ COLUMNS = (
                                "forward call, plus cache writes"),
     Column("cache_bytes_copied", "B", "bytes the cache wrote, observed; checked against the closed form"),
     Column("kv_cache_bytes", "B", "2 × layers × kv_heads × d_head × tokens × batch × bytes; 0 for recompute"),
-    Column("peak_rss_bytes", "B", "peak resident set of the process while the variant ran"),
+    Column("peak_rss_bytes", "B", "peak resident set of the process while the variant ran", kind="measurement"),
     Column("max_abs_err_vs_ref", "", "max |output − float64 causal pass|"),
 )
 

@@ -37,13 +37,14 @@ COLUMNS = (
     Column("intensity_flop_per_byte", "FLOP/B", "flops / bytes_moved"),
     Column("gb_per_s", "GB/s", "bytes_moved / median time"),
     Column("peak_gflops", "GFLOP/s", "the machine's measured GEMM peak for this dtype and thread count"),
-    Column("pct_of_peak", "%", "gflops / peak_gflops"),
+    Column("pct_of_peak", "%", "gflops / peak_gflops", kind="measurement"),
     Column("bandwidth_gbps", "GB/s", "the machine's memory roof: best of copy and read-only bandwidth"),
     Column("roofline_gflops", "GFLOP/s", "min(peak, intensity × bandwidth)"),
-    Column("pct_of_roofline", "%", "gflops / roofline_gflops"),
+    Column("pct_of_roofline", "%", "gflops / roofline_gflops", kind="measurement"),
     Column("ridge_point", "FLOP/B", "peak / bandwidth: the intensity where the two roofs meet"),
     Column("bound", "", "`compute` or `bandwidth`: which roof limits this product"),
-    Column("above_roofline", "", "True above 110% of the roofline: the machine reference is stale or foreign"),
+    Column("above_roofline", "", "True above 110% of the roofline: the machine reference is stale or foreign",
+           kind="measurement"),
     Column("max_rel_err_vs_ref", "", "max |Y − Y₆₄| / max |Y₆₄| against a float64 product"),
 )
 NAMES = {c.name for c in COLUMNS}

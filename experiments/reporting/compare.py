@@ -24,19 +24,9 @@ from experiments.reporting.stats import SLOWER, compare_batch
 from experiments.reporting.sweeps import Sweep, point_samples
 from infer_core.environment import Environment
 
-#: Columns whose values come from a clock or from the load on the machine: compared as ratios, never exactly.
-MEASURED_UNITS = {"s", "ms", "µs", "1/s", "GFLOP/s", "GB/s", "tok/s", "t/s", "req/s"}
-MEASURED_NAME = re.compile(r"(^|_)(time|cv|inner_loops|speedup|unstable|above|pct_of_(peak|roofline|copy)|share|rss|"
-                           r"throughput|load|in_flight|makespan|iterations|mean_batch|cost|fit|goodput|latency|"
-                           r"ttft|tpot|itl|e2el|ms)(_|$)")
 #: The environment columns of every row, and the engine's and server's versions where an experiment records them.
 ENVIRONMENT = (*Environment.__dataclass_fields__, "engine_version", "server_version")
 PER_ROW = ("started_utc",)
-def is_exact(name: str, unit: str) -> bool:
-    """A figure the same on every run of the same knobs and seed (a count, bytes, an error, SQNR)."""
-    return unit not in MEASURED_UNITS and not MEASURED_NAME.search(name)
-
-
 def environment_changes(sweeps: list[Sweep]) -> pd.DataFrame:
     """Environment columns whose values differ between the sweeps: one row per column, one column per sweep."""
     out = {}
@@ -129,7 +119,7 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
             continue
         keys, settings[name] = split_knobs(exp, parts)
         keyed = [p.assign(point=_key(p, keys)).drop_duplicates("point").set_index("point") for p in parts]
-        exact_cols = [c.name for c in exp.columns if is_exact(c.name, c.unit)]
+        exact_cols = [c.name for c in exp.columns if c.kind == "exact"]
         a = keyed[0]
         for sweep, b, tb in zip(sweeps[1:], keyed[1:], times[1:], strict=True):
             for point in a.index.symmetric_difference(b.index):

@@ -11,12 +11,11 @@ import pandas as pd
 
 from experiments.framework.store import SAMPLES
 from experiments.reporting.load import ReportError, find_results, load, read_tables
+from experiments.shared.requests import LATENCIES
 
-#: The per-request latencies of a ``requests.csv`` sidecar (serve, batching), in ms: compared as samples of the
-#: point, one per request that completed (TPOT only where a request produced more than one token).
+#: The ``requests.csv`` sidecar (serve, batching; one schema, :mod:`experiments.shared.requests`): its latencies are
+#: compared as samples of the point, one per request that completed (TPOT only where it produced several tokens).
 REQUESTS = "requests.csv"
-REQUEST_LATENCIES = {"ttft_ms": "TTFT per request", "tpot_ms": "TPOT per request", "e2el_ms": "E2E per request",
-                     "e2e_ms": "E2E per request"}
 
 
 @dataclass
@@ -53,7 +52,7 @@ def point_samples(sweep: Sweep) -> dict[tuple[str, str], dict[str, np.ndarray]]:
         return out
     done = requests.get("error", pd.Series("", index=requests.index)).fillna("").astype(str).eq("")
     several = pd.to_numeric(requests.get("output_tokens", pd.Series(2, index=requests.index)), errors="coerce") > 1
-    for col, measure in ((c, m) for c, m in REQUEST_LATENCIES.items() if c in requests):
+    for col, measure in ((c, m) for c, m in LATENCIES.items() if c in requests):
         ms = pd.to_numeric(requests[col], errors="coerce")
         keep = ms.notna() & done & (several | (col != "tpot_ms"))
         for (source, variant), g in (ms[keep] / 1e3).groupby([requests["source"][keep], requests["variant"][keep]]):

@@ -27,6 +27,7 @@ from experiments.serve.redact import Redactor
 from experiments.serve.schema import KEY, Profile, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.workload import Counter, requests
+from experiments.shared.requests import request_table
 from infer_core.traces import arrivals, draw_lengths
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generato
     requested = level.rate if level.rate is not None else math.inf
     row = {"level_concurrency": level.concurrency, **common,
            **metrics.summarize(outcomes, duration, requested, cfg.slo_ttft_ms, cfg.slo_tpot_ms)}
-    result = VariantResult(level.label, row, sidecars={"requests": metrics.request_table(outcomes)})
+    result = VariantResult(level.label, row, sidecars={"requests": request_table(metrics.records(outcomes))})
     failed = [o for o in outcomes if not o.ok]
     if server is not None and (death := server.died(1.0 if failed else 0.0)) is not None:
         result.status = "failed"

@@ -22,6 +22,7 @@ import numpy as np
 
 from experiments.framework.spec import Column
 from experiments.serve.client import Outcome
+from experiments.shared.requests import RequestRecord
 
 STATS = ("mean", "median", "p90", "p99")
 LATENCIES = {"ttft": "time to first token", "tpot": "time per output token after the first",
@@ -35,9 +36,9 @@ COLUMNS = (
     Column("duration_s", "s", "from the start of the load to its last answer"),
     Column("requested_rate", "req/s", "the arrival rate asked for (inf: all at once)"),
     Column("achieved_rate", "req/s", "requests sent per second between the first and the last send"),
-    Column("max_in_flight", "", "most requests in flight at once"),
+    Column("max_in_flight", "", "most requests in flight at once", kind="measurement"),
     Column("mean_in_flight", "", "requests in flight on average: the sum of their times in flight / duration "
-                                 "(the load the level offered; Little's law)"),
+                                 "(the load the level offered; Little's law)", kind="measurement"),
     Column("request_throughput", "req/s", "completed / duration"),
     Column("output_throughput", "tok/s", "output tokens of completed requests / duration"),
     Column("total_token_throughput", "tok/s", "(prompt + output tokens) of completed requests / duration"),
@@ -108,17 +109,21 @@ def summarize(outcomes: list[Outcome], duration_s: float, requested_rate: float,
     return row
 
 
-def request_table(outcomes: list[Outcome]) -> dict[str, list]:
-    """The ``requests.csv`` columns of one load level: one line per request, every chunk's arrival."""
-    return {
-        "request": [o.index for o in outcomes],
-        "due_s": [o.arrival_s for o in outcomes], "sent_s": [o.sent_s for o in outcomes],
-        "send_ms": [1e3 * o.send_s for o in outcomes],
-        "prompt_tokens": [o.prompt_tokens for o in outcomes],
-        "prompt_tokens_reported": [o.prompt_tokens_reported for o in outcomes],
-        "max_tokens": [o.max_tokens for o in outcomes], "output_tokens": [o.output_tokens for o in outcomes],
-        "ttft_ms": [1e3 * o.ttft_s for o in outcomes], "e2el_ms": [1e3 * o.e2el_s for o in outcomes],
-        "tpot_ms": [1e3 * o.tpot_s for o in outcomes],
-        "chunk_ms": [" ".join(f"{1e3 * t:.3f}" for t in o.chunks_s) for o in outcomes],
-        "error": [o.error for o in outcomes],
-    }
+def records(outcomes: list[Outcome]) -> list[RequestRecord]:
+    """Each outcome on the request's own clock (from its arrival: it was sent ``sent − due`` later, and its chunks
+    came that much after their times from the send), with serve's own columns."""
+    out = []
+    for o in outcomes:
+        send = o.sent_s - o.arrival_s
+        out.append(RequestRecord(o.index, o.arrival_s, send, [send + t for t in o.chunks_s], o.prompt_tokens,
+                                 o.output_tokens, o.error, {"client_ms": 1e3 * o.send_s, "max_tokens": o.max_tokens,
+                                                            "prompt_tokens_reported": o.prompt_tokens_reported}))
+    return out
+
+
+#: serve's own columns of ``requests.csv``, after the shared ones.
+REQUEST_EXTRA = (
+    Column("client_ms", "ms", "the client's own time to build and write the request"),
+    Column("max_tokens", "", "output tokens asked (max_tokens, with the end of text ignored)"),
+    Column("prompt_tokens_reported", "", "prompt tokens as the server's usage report counts them"),
+)

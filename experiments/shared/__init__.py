@@ -1,0 +1,1 @@
+"""What several experiments share: the one record of a served request and its ``requests.csv`` schema."""
