@@ -33,6 +33,9 @@ from infer_core.flash import (
 
 COLUMNS = (
     *TIMING_COLUMNS,
+    Column("n_threads", "", "threads the call ran on: flash prefill's workers over query blocks, else BLAS's "
+                            "(the point's bench.threads)"),
+    Column("blas_threads_per_worker", "", "flash prefill: BLAS threads inside each worker (1)"),
     Column("useful_flops", "FLOP", "4 × d_head × (query, key) pairs attended, per head: QKᵀ and PV over the pairs "
                                    "a query sees (causal: the lower triangle, 2·N²·d)"),
     Column("gflops", "GFLOP/s", "useful_flops / median time"),
@@ -124,9 +127,9 @@ def run(cfg: AttnConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     q, k, v = _inputs(cfg, rng)
     call = _call(cfg, q, k, v)
     tiled = cfg.impl is Impl.flash and cfg.phase is Phase.prefill
-    blas = 1 if tiled else cfg.n_threads  # flash prefill's threads each run one-thread BLAS
-    with threadpool_limits(cfg.n_threads, user_api="blas"):
-        machine, _ = machine_reference(bench.machine_file)
+    threads = cfg.n_threads
+    blas = 1 if tiled else threads  # flash prefill's threads each run one-thread BLAS
+    machine, _ = machine_reference(bench.machine_file)  # at the point's thread count
     with threadpool_limits(blas, user_api="blas"):
         tracemalloc.start()
         try:
@@ -148,7 +151,8 @@ def run(cfg: AttnConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     m = result.metrics
     m.update(useful_flops=4 * d * pairs * h, peak_bytes=peak, largest_intermediate_bytes=traffic.largest * item,
              estimate_bytes=need, traffic_reads=traffic.reads, traffic_writes=traffic.writes,
-             traffic_elements=traffic.total, max_abs_err=err, rel_err=rel, peak_gflops=machine.peak_gflops("float32"))
+             traffic_elements=traffic.total, max_abs_err=err, rel_err=rel, peak_gflops=machine.peak_gflops("float32"),
+             n_threads=threads, blas_threads_per_worker=blas if tiled else None)
     m["gflops"] = m["useful_flops"] / m["time_median_s"] / 1e9
     m["pct_of_peak"] = 100 * m["gflops"] / m["peak_gflops"]
     if tiled:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from experiments.framework.bench import point_threads
 from experiments.framework.spec import DType, Knobs, knob, require, require_positive
-from infer_core.environment import usable_cpus
 
 KEY = "attn"
 
@@ -36,8 +36,6 @@ class AttnConfig(Knobs):
     n_splits: int = knob(8, "flash decode: parts of the cache reduced apart, then merged")
     causal: bool = knob(True, "prefill: each query sees only the keys up to its own position")
     dtype: DType = knob(DType.float32, "float32 or float64")
-    threads: int | None = knob(None, "flash prefill: threads over query blocks (BLAS one thread each); naive and "
-                                     "decode: BLAS threads; null: every CPU this process may use")
     max_gib: float = knob(4.0, "memory budget of one call: a point whose estimate is over it is refused before "
                                "allocating")
     check_rows: int = knob(256, "query rows checked against a float64 dense pass (all of them when fewer)")
@@ -50,9 +48,6 @@ class AttnConfig(Knobs):
         require(self.n_heads % self.n_kv_heads == 0,
                 f"{KEY}.n_heads={self.n_heads} must be divisible by {KEY}.n_kv_heads={self.n_kv_heads}")
         require(self.max_gib > 0, f"{KEY}.max_gib={self.max_gib} must be > 0")
-        cpus = usable_cpus()
-        require(self.threads is None or 1 <= self.threads <= cpus,
-                f"{KEY}.threads={self.threads} must be between 1 and {cpus}, the CPUs this process may use, or null")
         if self.phase is Phase.decode and self.impl is Impl.flash:
             require(self.n_splits <= self.seq_len, f"{KEY}.n_splits={self.n_splits} must be <= {KEY}.seq_len="
                                                    f"{self.seq_len}: a part holds at least one key")
@@ -67,4 +62,6 @@ class AttnConfig(Knobs):
 
     @property
     def n_threads(self) -> int:
-        return self.threads or usable_cpus()
+        """Flash prefill's workers over query blocks (one-thread BLAS each), or naive's and decode's BLAS threads:
+        the point's thread count (``bench.threads``)."""
+        return point_threads()

@@ -15,11 +15,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from experiments.batching.schema import BatchConfig, Cost
-from experiments.framework.bench import BenchConfig, run_variant
+from experiments.framework.bench import BenchConfig, point_threads, run_variant
 from experiments.framework.spec import Column, VariantResult
 from experiments.shared.requests import RequestRecord, request_table
 from infer_core.attention import Decoder, init_decoder
-from infer_core.environment import usable_cpus
 from infer_core.executors import FEATURES, CostModel, NumpyExecutor
 from infer_core.paged import BlockTables, PagedKVCache
 from infer_core.scheduler import Iteration, Outcome, Policy, serve
@@ -30,6 +29,7 @@ LATENCIES = (("ttft", "time to first token: arrival to the end of the iteration 
              ("tpot", "time per output token after the first: (E2E − TTFT) / (output − 1)"),
              ("e2e", "end-to-end latency: arrival to the last token"))
 COLUMNS = (
+    Column("n_threads", "", "BLAS threads of the decode steps (the point's bench.threads)"),
     Column("output_throughput", "tok/s", "output tokens / (last finish − first arrival)"),
     Column("request_throughput", "req/s", "requests / (last finish − first arrival)"),
     Column("makespan_s", "s", "first arrival to last finish (measured: wall clock; model: predicted)"),
@@ -122,7 +122,7 @@ def run(cfg: BatchConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     deadline = time.perf_counter() + bench.max_seconds
 
     def serve_trace() -> VariantResult:
-        with threadpool_limits(cfg.threads or usable_cpus(), user_api="blas"):
+        with threadpool_limits(point_threads(), user_api="blas"):  # the point's own limit, stated
             if cfg.cost is Cost.measured:
                 served, fit = _measured(cfg, model, trace, cfg.policy, seed, cfg.check_requests, deadline), {}
             else:
@@ -130,7 +130,8 @@ def run(cfg: BatchConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
         out = served.outcome
         _check_served(out)
         span = max(r.finish for r in out.requests) - float(trace.arrival.min())
-        row = {"output_throughput": int(trace.output.sum()) / span, "request_throughput": len(trace) / span,
+        row = {"n_threads": point_threads(), "output_throughput": int(trace.output.sum()) / span,
+               "request_throughput": len(trace) / span,
                "makespan_s": span, **_latencies(out), "mean_batch": float(np.mean(out.batch_sizes)),
                "iterations": out.iterations, "preemptions": out.preemptions, "swaps": out.swaps,
                "peak_blocks": out.peak_blocks, "pool_blocks": cfg.pool_blocks, "max_rel_err": served.max_rel_err,

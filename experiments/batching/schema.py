@@ -8,7 +8,6 @@ from enum import Enum
 
 from experiments.framework.spec import ConfigError, Knobs, knob, require, require_positive
 from infer_core.attention import DecoderShape
-from infer_core.environment import usable_cpus
 from infer_core.scheduler import Policy, Preempt
 from infer_core.traces import Lengths
 
@@ -52,7 +51,6 @@ class BatchConfig(Knobs):
     calibration_requests: int = knob(32, "cost=model: requests of the calibration trace (the same distribution, "
                                          "the next seed), run for real under both policies")
     check_requests: int = knob(4, "measured: requests whose every output is checked against a full causal pass")
-    threads: int | None = knob(None, "BLAS threads; null: every CPU this process may use")
 
     def __post_init__(self) -> None:
         require_positive(KEY, self, "max_batch", "n_requests", "prompt_len", "output_len", "d_model", "n_layers",
@@ -72,9 +70,6 @@ class BatchConfig(Knobs):
         require(self.num_blocks is None or self.num_blocks >= need,
                 f"{KEY}.num_blocks={self.num_blocks} must be >= {need}: one sequence of {KEY}.max_len={self.max_len} "
                 f"tokens in blocks of {self.block_size}")
-        cpus = usable_cpus()
-        require(self.threads is None or 1 <= self.threads <= cpus,
-                f"{KEY}.threads={self.threads} must be between 1 and {cpus}, the CPUs this process may use, or null")
 
     def inactive(self) -> frozenset[str]:
         skip = set()

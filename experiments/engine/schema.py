@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from experiments.framework.bench import point_threads
 from experiments.framework.spec import ConfigError, Knobs, knob, require, require_plain_name, require_positive
 from infer_core.environment import usable_cpus
 from infer_core.model import PRESETS, WEIGHT_TYPES, ModelShape
@@ -50,8 +51,8 @@ class EngineConfig(Knobs):
                                           "`q5_1` `q2_k` `q3_k` `q4_k` `q5_k` `q6_k`, mixes `q4_k_m` `q5_k_m`")
     file: str | None = knob(None, "run this GGUF file instead of a made model (no f32 model to compare with: "
                                   "the KL columns stay empty)", path=True)
-    threads: int | None = knob(None, "threads of the engine (llama.cpp's, or BLAS's for numpy); null: every "
-                                     "CPU this process may use")
+    threads: int | None = knob(None, "threads of the engine (llama.cpp's, or BLAS's for numpy); null: the point's "
+                                     "thread count (bench.threads, or the job's share of the cores)")
     n_batch: int = knob(2048, "llama.cpp: logical batch, tokens per llama_decode call")
     n_ubatch: int = knob(512, "llama.cpp: physical batch, tokens per compute graph")
     flash_attn: bool = knob(False, "llama.cpp: fused FlashAttention kernel")
@@ -96,7 +97,8 @@ class EngineConfig(Knobs):
 
     @property
     def n_threads(self) -> int:
-        return self.threads or usable_cpus()
+        """llama.cpp's threads: this knob's, else the point's thread count (``bench.threads``)."""
+        return self.threads or point_threads()
 
 
 def shape_of(key: str, model: str, shape: dict[str, Any]) -> ModelShape:

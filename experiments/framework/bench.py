@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from experiments.framework.spec import Column, ConfigError, VariantResult, knob, require
-from infer_core.environment import usable_cpus
+from infer_core.environment import blas_info, usable_cpus
 from infer_core.memory import available_bytes
 from infer_core.timing import TimeBudgetExceeded, Timing, measure, measure_rounds
 
@@ -76,6 +76,12 @@ def timing_columns(*names: str) -> tuple[Column, ...]:
     """The timing columns called ``names``, in that order."""
     by_name = {c.name: c for c in TIMING_COLUMNS}
     return tuple(by_name[n] for n in names)
+
+
+def point_threads() -> int:
+    """The point's thread count: the BLAS limit it runs under (``bench.threads``, else this job's share of the
+    cores under a parallel launcher, else every core), which its own thread pools use too."""
+    return int(blas_info()["blas_threads"]) or usable_cpus()
 
 
 def check_fits(key: str, parts: dict[str, int], advice: str) -> None:

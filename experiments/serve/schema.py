@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from experiments.engine.schema import Weights, shape_of
+from experiments.framework.bench import point_threads
 from experiments.framework.spec import Knobs, knob, require, require_positive
 from experiments.serve.streams import Api
 from infer_core.environment import usable_cpus
@@ -44,7 +45,7 @@ class ServeConfig(Knobs):
     shape: dict[str, Any] = knob({}, "embedded server: a shape of your own (fields as in `engine.shape`)")
     weights: Weights = knob(Weights.q8_0, "embedded server: storage of the matrices (as `engine.weights`)")
     file: str | None = knob(None, "embedded server: serve this GGUF file instead of a made model", path=True)
-    threads: int | None = knob(None, "embedded server: llama.cpp threads; null: every CPU this process may use")
+    threads: int | None = knob(None, "embedded server: llama.cpp threads; null: the point's (bench.threads)")
     n_ctx: int | None = knob(None, "embedded server: context size; null: the model's")
     models_dir: str = knob("outputs/models", "embedded server: where made models are cached", path=True)
     startup_timeout_s: float = knob(120.0, "embedded server: how long to wait for it to answer")
@@ -129,4 +130,5 @@ class ServeConfig(Knobs):
 
     @property
     def n_threads(self) -> int:
-        return self.threads or usable_cpus()
+        """llama.cpp's threads: this knob's, else the point's thread count (``bench.threads``)."""
+        return self.threads or point_threads()
