@@ -32,6 +32,7 @@ from experiments.framework.app import (
     job_info,
     register_schemas,
 )
+from experiments.framework.hooks import register
 from experiments.framework.point import PointApp, PointOutcome
 from experiments.registry import EXPERIMENTS
 
@@ -51,7 +52,7 @@ def main(cfg: DictConfig) -> PointOutcome:
     return APP.run(cfg, job_info(HydraConfig.get()))
 
 
-main.__wrapped__.sweep_hooks = APP  # the infer sweeper checks, resumes and collects outcomes through it
+register(main, APP)  # the infer sweeper checks, resumes and collects outcomes through it
 
 
 def exit_code(outcomes: list) -> int:

@@ -9,23 +9,24 @@ swapping or recomputation happened in between.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from infer_core.attention import Decoder, forward
 from infer_core.paged import PagedKVCache, Swapped, paged_decode_step, paged_forward
 from infer_core.scheduler import Iteration, Request, WallClock
-
-#: Features of an iteration, in :meth:`Iteration.features` order.
-FEATURES = ("intercept", "decode_seqs", "decode_single", "decode_context", "prefill_tokens", "prefill_pairs",
-            "prefill_pieces")
+from infer_core.timing import TimeBudgetExceeded
 
 
 class NumpyExecutor(WallClock):
     """Runs iterations with ``model`` over ``cache`` on the wall clock; checks the requests in ``check``."""
 
-    def __init__(self, model: Decoder, cache: PagedKVCache, seed: int, check: frozenset[int] = frozenset()) -> None:
+    def __init__(self, model: Decoder, cache: PagedKVCache, seed: int, check: frozenset[int] = frozenset(),
+                 deadline: float | None = None) -> None:
         super().__init__()
         self.model, self.cache, self.seed, self.checked = model, cache, seed, check
+        self.deadline = deadline  # time.perf_counter() past which an iteration is refused (a time budget)
         self.inputs: dict[int, np.ndarray] = {}
         self.outputs: dict[int, dict[int, np.ndarray]] = {i: {} for i in check}
 
@@ -47,6 +48,8 @@ class NumpyExecutor(WallClock):
         self.cache.copy_in(r.id, r.swapped)
 
     def run(self, it: Iteration) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise TimeBudgetExceeded(f"{self.clock():.0f} s into the trace")
         for r, s, t in it.prefill:
             h = paged_forward(self.model, self.inputs[r.id][s:s + t], self.cache, r.id, start=s)
             if r.id in self.checked and s + t == r.target:

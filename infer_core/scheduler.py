@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Protocol
 
@@ -57,6 +57,28 @@ class Request:
     swapped_len: int = 0  # tokens in that copy
 
 
+@dataclass(frozen=True)
+class Features:
+    """What the cost model is fitted on, one field per feature in the fitted vector's order: 1, decoded sequences,
+    1 if exactly one (its projections are matrix-vector products, whose cost differs from the matrix-matrix ones of
+    a batch), their context tokens, prefill tokens, prefill (query, key) pairs, prefill pieces."""
+
+    intercept: float
+    decode_seqs: float
+    decode_single: float
+    decode_context: float
+    prefill_tokens: float
+    prefill_pairs: float
+    prefill_pieces: float
+
+    def vector(self) -> np.ndarray:
+        return np.array([getattr(self, f.name) for f in fields(self)], dtype=np.float64)
+
+
+#: The feature names, in the fitted vector's order.
+FEATURES = tuple(f.name for f in fields(Features))
+
+
 @dataclass
 class Iteration:
     """The shape of one iteration: prefill pieces (request, first position, tokens) and the decoded requests
@@ -67,12 +89,11 @@ class Iteration:
     contexts: list[int] = field(default_factory=list)
 
     def features(self) -> np.ndarray:
-        """What the cost model is fitted on: 1, decoded sequences, 1 if exactly one (its projections are
-        matrix-vector products, whose cost differs from the matrix-matrix ones of a batch), their context
-        tokens, prefill tokens, prefill (query, key) pairs, prefill pieces."""
-        pairs = sum(t * (s + t) for _, s, t in self.prefill)
-        return np.array([1.0, len(self.decode), float(len(self.decode) == 1), sum(self.contexts),
-                         sum(t for _, _, t in self.prefill), pairs, len(self.prefill)])
+        """This iteration's :class:`Features`, as the cost model's vector."""
+        return Features(intercept=1.0, decode_seqs=len(self.decode), decode_single=float(len(self.decode) == 1),
+                        decode_context=sum(self.contexts), prefill_tokens=sum(t for _, _, t in self.prefill),
+                        prefill_pairs=sum(t * (s + t) for _, s, t in self.prefill),
+                        prefill_pieces=len(self.prefill)).vector()
 
 
 class Executor(Protocol):

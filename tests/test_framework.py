@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from experiments.framework import plan, point
 from experiments.framework.app import job_info, register_schemas
 from experiments.framework.bench import BenchConfig, timing_columns
+from experiments.framework.hooks import register
 from experiments.framework.knobs import knobs
 from experiments.framework.spec import Column, Experiment, Knobs, Report, VariantResult, knob
 from experiments.registry import EXPERIMENTS
@@ -36,7 +37,7 @@ def sweep_in_process(experiments, overrides: list[str], sweep_dir: Path):
     def task(cfg):
         return app.run(cfg, job_info(HydraConfig.get()))
 
-    task.sweep_hooks = app
+    register(task, app)
     GlobalHydra.instance().clear()
     hydra_ = Hydra.create_main_hydra_file_or_module(calling_file=str(ROOT / "experiments" / "run.py"),
                                                     calling_module=None, config_path="../conf", job_name="run")

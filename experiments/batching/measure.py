@@ -19,10 +19,9 @@ from experiments.framework.bench import BenchConfig, point_threads, run_variant
 from experiments.framework.spec import Column, VariantResult
 from experiments.shared.requests import RequestRecord, request_table
 from infer_core.attention import Decoder, init_decoder
-from infer_core.executors import FEATURES, CostModel, NumpyExecutor
+from infer_core.executors import CostModel, NumpyExecutor
 from infer_core.paged import BlockTables, PagedKVCache
-from infer_core.scheduler import Iteration, Outcome, Policy, serve
-from infer_core.timing import TimeBudgetExceeded
+from infer_core.scheduler import FEATURES, Outcome, Policy, serve
 from infer_core.traces import Trace, make_trace
 
 LATENCIES = (("ttft", "time to first token: arrival to the end of the iteration that produced it"),
@@ -68,15 +67,7 @@ def _measured(cfg: BatchConfig, model: Decoder, trace: Trace, policy: Policy, se
               deadline: float) -> Served:
     s = model.shape
     cache = PagedKVCache(cfg.pool_blocks, cfg.block_size, s.n_kv_heads, s.d_head, n_layers=s.n_layers)
-    ex = NumpyExecutor(model, cache, seed, frozenset(range(min(check, len(trace)))))
-    run = ex.run
-
-    def run_within_budget(it: Iteration) -> None:
-        if time.perf_counter() > deadline:
-            raise TimeBudgetExceeded(f"{ex.clock():.0f} s into the trace")
-        run(it)
-
-    ex.run = run_within_budget
+    ex = NumpyExecutor(model, cache, seed, frozenset(range(min(check, len(trace)))), deadline)
     out = serve(trace.arrival, trace.prompt, trace.output, cache, ex, policy, cfg.max_batch, cfg.preempt, cfg.chunk,
                 cfg.swap_blocks)
     return Served(out, ex.check(out.requests))

@@ -3,7 +3,7 @@ the experiment inferred from the knobs, ``--help``. An app's task function is th
 
     APP = PointApp(experiments, repo)
     def task(cfg): return APP.run(cfg, job_info(HydraConfig.get()))
-    task.sweep_hooks = APP  # the ``infer`` sweeper checks, resumes and collects outcomes through it
+    register(task, APP)  # experiments.framework.hooks: the ``infer`` sweeper checks and resumes through it
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 1. Expand the overrides into points (a point listed twice runs once) and compose each once
    (:mod:`~experiments.framework.plan`).
-2. If the app's task function carries ``sweep_hooks`` (:class:`~experiments.framework.point.PointApp`),
-   check every point before any runs, and skip the points already complete with the same config.
+2. If the app registered its hooks (:func:`~experiments.framework.hooks.register`: a
+   :class:`~experiments.framework.point.PointApp`), check every point before any runs, and skip the points
+   already complete with the same config.
 3. Hold the sweep folder's lock, launch the rest (:mod:`~experiments.framework.launch`).
 4. Log one line per point, and fail listing every point that failed or did not run. Ctrl-C stops
    with one line saying what is complete and how to resume (exit 130). An app without hooks or
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.framework import store
 from experiments.framework.bench import one_line
+from experiments.framework.hooks import hooks_of
 from experiments.framework.launch import folder_of, launch, usable
 from experiments.framework.lock import SweepLock, SweepLocked
 from experiments.framework.plan import RUN_CONTROL, Composer, expand, point_dir_name
@@ -114,7 +116,10 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
     """The whole sweep (see the module docstring); returns the launcher's batches of ``JobReturn``."""
     master: DictConfig = sweeper.config
     resume, skip_invalid = settings(master)
-    hooks = getattr(sweeper.task_function, "sweep_hooks", None)
+    hooks = hooks_of(sweeper.task_function)
+    if hooks is None:
+        log.info("no sweep hooks registered for this app (experiments.framework.hooks.register): points are not "
+                 "checked before running, and complete ones are not skipped")
     sweep_dir = Path(master.hydra.sweep.dir).absolute()
     start = time.perf_counter()
     points, composer = plan_points(sweeper, arguments, hooks, sweep_dir)

@@ -36,7 +36,7 @@ class InferSweeper(BasicSweeper):
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.task_function = task_function  # an app's ``sweep_hooks`` ride on it
+        self.task_function = task_function  # an app registers its hooks for it (experiments.framework.sweep)
 
     def sweep(self, arguments: List[str]) -> Any:  # noqa: UP006
         from experiments.framework.sweep import run_sweep
