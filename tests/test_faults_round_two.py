@@ -128,7 +128,7 @@ def test_4_two_single_runs_started_together_keep_their_own_folders(tmp_path):
 
 # 5. a native crash fails one point: in test_fault_injection.py; here the AMX build is refused ------------------
 def test_5_a_build_with_amx_kernels_is_refused_on_a_cpu_with_amx_and_names_the_fix():
-    from experiments.engine.llamacpp import amx_problem
+    from experiments.shared.llama_build import amx_problem
 
     info = "CPU : SSE3 = 1 | AVX512 = 1 | AMX_INT8 = 1 | OPENMP = 1 |"
     problem = amx_problem(info, {"avx512f", "amx_int8", "amx_tile"}, "0.3.36")

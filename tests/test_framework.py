@@ -135,18 +135,31 @@ def test_no_module_under_experiments_is_over_200_lines():
     assert {p: n for p, n in sizes.items() if n > 200} == {}
 
 
-def test_the_framework_and_the_report_import_no_experiment():
+def _imported_rooms(path: Path) -> set[str]:
+    """The folders under experiments/ that a module imports from."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    return {m.split(".")[1] for m in imported if m.startswith("experiments.") and m.count(".") >= 1}
+
+
+def test_the_framework_the_report_and_the_shared_room_import_no_experiment():
     experiment_packages = {e.run.__module__.split(".")[1] for e in EXPERIMENTS.values()}
-    for folder in ("framework", "reporting"):
+    for folder in ("framework", "reporting", "shared"):
         for path in (EXPERIMENTS_DIR / folder).glob("*.py"):
-            imported = set()
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.module:
-                    imported.add(node.module)
-                elif isinstance(node, ast.Import):
-                    imported |= {a.name for a in node.names}
-            parts = {m.split(".")[1] for m in imported if m.startswith("experiments.") and m.count(".") >= 1}
+            parts = _imported_rooms(path)
             assert parts.isdisjoint(experiment_packages | {"registry"}), (path, parts)
+
+
+def test_no_experiment_imports_another():
+    """What two experiments share lives in experiments/shared/ (the model knobs, the request record)."""
+    experiment_packages = {e.run.__module__.split(".")[1] for e in EXPERIMENTS.values()}
+    for name in experiment_packages:
+        for path in (EXPERIMENTS_DIR / name).glob("*.py"):
+            assert _imported_rooms(path) & experiment_packages <= {name}, path
 
 
 #: The developers' background notes: never part of the project, so never cited (spelled in two parts so

@@ -56,8 +56,10 @@ def test_embedded_server_concurrency_sweep_runs_and_leaves_no_server(concurrency
     assert (df["probe_prompt_tokens_known"] == 24).all()
     assert list(df["max_in_flight"]) == [1, 2, 4, 6]  # 6 requests: at most 6 in flight at concurrency 8
     assert df["server_version"].str.startswith("llama-cpp-python ").all() and (df["server_header"] == "uvicorn").all()
-    # one request at a time on the server: a higher concurrency waits longer for its first token
-    assert df["median_ttft_ms"].iloc[-1] > 2 * df["median_ttft_ms"].iloc[0]
+    # one request at a time on the server: at concurrency 8, the last first token comes after the others ended
+    # (an order, which a busy machine cannot change, where a ratio of medians moved with the load)
+    level8 = pd.read_csv(next(p for p in sweep.rglob("requests.csv") if "concurrency=8" in str(p)))
+    assert (level8["end_ms"] < level8["first_token_ms"].max()).sum() >= 4
     requests = pd.read_csv(next(sweep.rglob("requests.csv")))
     assert len(requests) == 6 and (requests["output_tokens"] == 12).all()
     assert requests["token_ms"].map(lambda s: len(s.split())).eq(12).all()  # every token's arrival

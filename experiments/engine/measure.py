@@ -20,12 +20,12 @@ from threadpoolctl import threadpool_limits
 
 from experiments.engine.fidelity import compare
 from experiments.engine.llamacpp import CACHE_TYPE_BYTES, LlamaCpp
-from experiments.engine.models import model_file, read_model
 from experiments.engine.numpy_engine import NumpyEngine
 from experiments.engine.schema import KEY, Backend, EngineConfig
 from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
 from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
+from experiments.shared.model import model_file, read_model
 from infer_core.model import ModelShape, load_gguf
 from infer_core.model.counts import kv_bytes_per_token, prompt_flops, weight_bytes_per_token
 from infer_core.model.gguf_io import StoredTensor, bits_per_weight
@@ -97,7 +97,7 @@ def open_engine(cfg: EngineConfig, path: Path, n_ctx: int) -> LlamaCpp | NumpyEn
 def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     """Time the pp and tg tests of one model in one engine; check its logits."""
     path, reused = model_file(cfg, seed)
-    shape, stored = read_model(path)
+    shape, stored = read_model(path, KEY)
     need = cfg.depth + cfg.n_prompt + cfg.n_gen
     if need > shape.context or cfg.n_check > shape.context:
         raise ConfigError(f"{KEY}.depth + {KEY}.n_prompt + {KEY}.n_gen = {need} (or {KEY}.n_check={cfg.n_check}) "

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.engine.models import model_file, read_model
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, ConfigError, VariantResult
 from experiments.serve import metrics, probe
@@ -27,6 +26,7 @@ from experiments.serve.redact import Redactor
 from experiments.serve.schema import KEY, Profile, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.workload import Counter, requests
+from experiments.shared.model import model_file, read_model
 from experiments.shared.requests import request_table
 from infer_core.traces import arrivals, draw_lengths
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from experiments.engine.llamacpp import check_build
 from experiments.serve.client import Endpoint, Request
 from experiments.serve.schema import KEY, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.streams import Api
 from experiments.serve.workload import Counter, prompt
+from experiments.shared.llama_build import check_build
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import ClassVar
 
-from experiments.engine.schema import Weights, shape_of
-from experiments.framework.bench import point_threads
-from experiments.framework.spec import Knobs, knob, require, require_positive
+from experiments.framework.spec import knob, require, require_positive
 from experiments.serve.streams import Api
-from infer_core.environment import usable_cpus
-from infer_core.model import ModelShape
+from experiments.shared.model import ModelKnobs
 from infer_core.traces import Lengths
 
 KEY = "serve"
@@ -31,8 +28,11 @@ class Profile(Enum):
 
 
 @dataclass
-class ServeConfig(Knobs):
-    """A load of streamed requests against one server: the latency and throughput it gives."""
+class ServeConfig(ModelKnobs):
+    """A load of streamed requests against one server: the latency and throughput it gives. The model knobs are
+    the embedded server's (``serve.url`` null)."""
+
+    key: ClassVar[str] = KEY
 
     url: str | None = knob(None, "base URL of a running server (`http://127.0.0.1:11434` for Ollama, "
                                  "`http://127.0.0.1:8000` for vLLM); null: start llama.cpp's server on a made model")
@@ -41,13 +41,7 @@ class ServeConfig(Knobs):
                                         "lists (required for Ollama)")
     api_key_env: str | None = knob(None, "name of the environment variable holding the API key (the key itself "
                                          "is never in a config, row or log)")
-    model: str = knob("tiny", "embedded server: a shape preset, or the name of `serve.shape`")
-    shape: dict[str, Any] = knob({}, "embedded server: a shape of your own (fields as in `engine.shape`)")
-    weights: Weights = knob(Weights.q8_0, "embedded server: storage of the matrices (as `engine.weights`)")
-    file: str | None = knob(None, "embedded server: serve this GGUF file instead of a made model", path=True)
-    threads: int | None = knob(None, "embedded server: llama.cpp threads; null: the point's (bench.threads)")
     n_ctx: int | None = knob(None, "embedded server: context size; null: the model's")
-    models_dir: str = knob("outputs/models", "embedded server: where made models are cached", path=True)
     startup_timeout_s: float = knob(120.0, "embedded server: how long to wait for it to answer")
     profile: Profile = knob(Profile.fixed, "`fixed`: one load level; `sweep`: synchronous, maximum throughput, "
                                            "then `n_rates` rates between (as GuideLLM's sweep)")
@@ -86,12 +80,8 @@ class ServeConfig(Knobs):
         if self.url is None:
             require(self.api is not Api.ollama_generate, f"{KEY}.api=ollama_generate needs {KEY}.url: the embedded "
                                                          "llama.cpp server speaks the OpenAI API")
-            cpus = usable_cpus()
-            require(self.threads is None or 1 <= self.threads <= cpus,
-                    f"{KEY}.threads={self.threads} must be between 1 and {cpus}, or null")
+            self.check_model()
             require(self.n_ctx is None or self.n_ctx >= 1, f"{KEY}.n_ctx={self.n_ctx} must be >= 1, or null")
-            if self.file is None:
-                self.model_shape  # noqa: B018 (an unknown shape is refused here, before anything runs)
         else:
             require(self.url.startswith(("http://", "https://")), f"{KEY}.url={self.url!r} must start with "
                                                                    "http:// or https://")
@@ -117,18 +107,9 @@ class ServeConfig(Knobs):
         return frozenset(skip)
 
     @property
-    def model_shape(self) -> ModelShape:
-        return shape_of(KEY, self.model, self.shape)
-
-    @property
     def base_url(self) -> str | None:
         """``serve.url`` as the server's root: an OpenAI client's base URL (``…/v1``) is accepted as the same."""
         if self.url is None:
             return None
         url = self.url.rstrip("/")
         return url[: -len("/v1")] if url.endswith("/v1") else url
-
-    @property
-    def n_threads(self) -> int:
-        """llama.cpp's threads: this knob's, else the point's thread count (``bench.threads``)."""
-        return self.threads or point_threads()

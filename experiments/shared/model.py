@@ -1,0 +1,118 @@
+"""The model a point runs, for every experiment that runs one (engine, serve): its knobs, written once, and its
+file: ``<key>.file``, or a model made from its shape, weights and seed and cached in ``<key>.models_dir``
+(written once, with a progress bar for large files)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from experiments.framework.bench import point_threads
+from experiments.framework.progress import bar
+from experiments.framework.spec import ConfigError, Knobs, knob, require, require_plain_name
+from infer_core.environment import usable_cpus
+from infer_core.model import PRESETS, WEIGHT_TYPES, ModelShape
+from infer_core.model.gguf_io import StoredTensor, read_gguf
+from infer_core.model.store import cached_gguf
+
+log = logging.getLogger(__name__)
+logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)  # it announces every file it writes
+Weights = Enum("Weights", {name: name for name in WEIGHT_TYPES})
+#: Files smaller than this are written without announcement or progress bar.
+PROGRESS_BYTES = 100 * 2**20
+
+
+@dataclass
+class ModelKnobs(Knobs):
+    """The model knobs of an experiment that runs a model (a subclass sets ``key``, its knobs' prefix)."""
+
+    key: ClassVar[str] = ""
+    model: str = knob("tiny", "a shape preset (`tiny`, `tiny-qwen2`, `tinyllama-1.1b`, `qwen2.5-0.5b`, "
+                              "`llama-2-7b`), or the name of the shape given in `shape`")
+    shape: dict[str, Any] = knob({}, "a shape of your own, named by `model`: arch, d_model, n_layers, n_heads, "
+                                     "n_kv_heads, d_ffn, n_vocab (and optionally tied_embeddings, rope_theta, "
+                                     "norm_eps, context); empty: `model` is a preset")
+    weights: Weights = knob(Weights.q8_0, "storage of the matrices: `f32` `f16` `q8_0` `q4_0` `q4_1` `q5_0` "
+                                          "`q5_1` `q2_k` `q3_k` `q4_k` `q5_k` `q6_k`, mixes `q4_k_m` `q5_k_m`")
+    file: str | None = knob(None, "run this GGUF file instead of a made model", path=True)
+    threads: int | None = knob(None, "llama.cpp's threads (BLAS's for the NumPy engine); null: the point's thread "
+                                     "count (bench.threads, or the job's share of the cores)")
+    models_dir: str = knob("outputs/models", "where made model files are cached, by shape, weights and seed",
+                           path=True)
+
+    def check_model(self) -> None:
+        """The model knobs' rules: threads within the CPUs, a known or well-formed shape (when no file)."""
+        cpus = usable_cpus()
+        require(self.threads is None or 1 <= self.threads <= cpus,
+                f"{self.key}.threads={self.threads} must be between 1 and {cpus}, the CPUs this process may use, or "
+                "null")
+        if self.file is None:
+            self.model_shape  # noqa: B018 (an unknown shape is refused here, before anything runs)
+
+    @property
+    def model_shape(self) -> ModelShape:
+        """The shape of the made model: ``shape`` if given, else the preset ``model``."""
+        return shape_of(self.key, self.model, self.shape)
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads or point_threads()
+
+
+def shape_of(key: str, model: str, shape: dict[str, Any]) -> ModelShape:
+    """The shape ``{key}.shape`` describes, named ``{key}.model``, or the preset ``{key}.model``."""
+    if not shape:
+        require(model in PRESETS, f"{key}.model={model!r} is not a known shape: choose one of "
+                                  f"{', '.join(PRESETS)}, or describe it in {key}.shape")
+        return PRESETS[model]
+    require(model not in PRESETS, f"{key}.model={model!r} names a preset: give {key}.shape another name")
+    require_plain_name(f"{key}.model", model, "the model's files in the models folder")
+    try:
+        return ModelShape(**shape)
+    except TypeError as exc:  # a missing or unknown field
+        raise ConfigError(f"{key}.shape: {exc}".replace("ModelShape.__init__() ", "")) from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}.shape.{exc}") from None
+
+
+def model_file(cfg: ModelKnobs, seed: int) -> tuple[Path, bool]:
+    """The file the point runs: ``file``, or the made model (written on first use, with progress)."""
+    if cfg.file is not None:
+        return Path(cfg.file), True
+    shape = cfg.model_shape
+    started, shown = time.perf_counter(), []
+
+    def progress(done: int, total: int) -> None:
+        if total < PROGRESS_BYTES:
+            return
+        if not shown:
+            log.info("writing the model %s in %s (%.2f GB, seed %d) into %s: a minute or more, once", cfg.model,
+                     cfg.weights.value, total / 1e9, seed, cfg.models_dir)
+            shown.append(bar(total, f"writing {cfg.model} {cfg.weights.value}", unit="B", unit_scale=True))
+        shown[0].update(done - shown[0].n)
+
+    try:
+        path, reused = cached_gguf(cfg.models_dir, cfg.model, shape, cfg.weights.value, seed, cfg.n_threads,
+                                   progress)
+    finally:
+        for b in shown:
+            b.close()
+    if reused:
+        log.info("reusing %s", path)
+    else:
+        log.info("wrote %s in %.1f s", path, time.perf_counter() - started)
+    return path, reused
+
+
+def read_model(path: Path, key: str) -> tuple[ModelShape, list[StoredTensor]]:
+    """The file's shape and tensors; a missing, truncated or foreign file is a :class:`ConfigError`."""
+    if not path.is_file():
+        raise ConfigError(f"{key}.file={path}: no such file")
+    try:
+        return read_gguf(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
