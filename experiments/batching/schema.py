@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
-from experiments.framework.spec import ConfigError, Knobs, knob, require, require_positive
+from experiments.framework.spec import ConfigError, knob, require, require_positive
+from experiments.shared.trace import TraceKnobs
 from infer_core.attention import DecoderShape
 from infer_core.scheduler import Policy, Preempt
-from infer_core.traces import Lengths
 
 KEY = "batch"
 
@@ -20,19 +21,14 @@ class Cost(Enum):
 
 
 @dataclass
-class BatchConfig(Knobs):
+class BatchConfig(TraceKnobs):
     """A request trace served by a NumPy engine loop over a paged KV cache, static or continuous batching."""
+
+    key: ClassVar[str] = KEY
 
     policy: Policy = knob(Policy.continuous, "`static` (a batch runs until its longest request ends) or "
                                              "`continuous` (admit and retire at every iteration)")
     max_batch: int = knob(8, "requests in a batch at most (static: the batch size)")
-    rate: float | None = knob(None, "Poisson arrivals, requests per second; null or inf: all at once")
-    burstiness: float = knob(1.0, "gamma shape of the arrival gaps: 1 Poisson, < 1 burstier")
-    n_requests: int = knob(128, "requests in the trace")
-    prompt_len: int = knob(16, "mean prompt tokens")
-    output_len: int = knob(48, "mean output tokens")
-    lengths: Lengths = knob(Lengths.lognormal, "`fixed`, `uniform` or `lognormal` lengths around the means")
-    spread: float = knob(1.0, "lognormal sigma, or the uniform half-width as a share of the mean")
     max_len: int = knob(1024, "longest sequence: prompts and outputs are cut to fit it")
     d_model: int = knob(1024, "model width")
     n_layers: int = knob(1, "blocks (attention, then a SwiGLU feed-forward)")
@@ -53,14 +49,11 @@ class BatchConfig(Knobs):
     check_requests: int = knob(4, "measured: requests whose every output is checked against a full causal pass")
 
     def __post_init__(self) -> None:
-        require_positive(KEY, self, "max_batch", "n_requests", "prompt_len", "output_len", "d_model", "n_layers",
-                         "n_heads", "n_kv_heads", "block_size", "calibration_requests")
+        self.check_trace()
+        require_positive(KEY, self, "max_batch", "d_model", "n_layers", "n_heads", "n_kv_heads", "block_size",
+                         "calibration_requests")
         require_positive(KEY, self, "max_len", minimum=2)
         require_positive(KEY, self, "d_ffn", "swap_blocks", "check_requests", minimum=0)
-        require(self.rate is None or self.rate > 0, f"{KEY}.rate={self.rate} must be > 0 (inf: all at once), or null")
-        require(self.burstiness > 0, f"{KEY}.burstiness={self.burstiness} must be > 0")
-        require(self.spread >= 0 and (self.lengths is not Lengths.uniform or self.spread < 1),
-                f"{KEY}.spread={self.spread} must be >= 0 (and < 1 for uniform lengths)")
         require(self.chunk is None or self.chunk >= 1, f"{KEY}.chunk={self.chunk} must be >= 1, or null")
         try:
             self.shape  # noqa: B018 - building it checks the model's fields
@@ -72,9 +65,7 @@ class BatchConfig(Knobs):
                 f"tokens in blocks of {self.block_size}")
 
     def inactive(self) -> frozenset[str]:
-        skip = set()
-        if self.rate is None or math.isinf(self.rate):
-            skip.add("burstiness")
+        skip = self.trace_inactive()
         if self.preempt is Preempt.recompute:
             skip.add("swap_blocks")
         skip.add("check_requests" if self.cost is Cost.model else "calibration_requests")

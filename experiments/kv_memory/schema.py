@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
-from experiments.framework.spec import Knobs, knob, require, require_positive
+from experiments.framework.spec import knob, require, require_positive
+from experiments.shared.trace import LengthKnobs, trace_knob
 from infer_core.kv_memory import Allocation
 from infer_core.model import PRESETS, shape_of
-from infer_core.traces import DATASETS, Lengths
+from infer_core.traces import DATASETS
 
 KEY = "mem"
 
@@ -20,15 +22,16 @@ class Dataset(Enum):
 
 
 @dataclass
-class MemConfig(Knobs):
-    """One request trace, served under every allocation policy; memory use time-averaged over it."""
+class MemConfig(LengthKnobs):
+    """One request trace, served under every allocation policy; memory use time-averaged over it (all requests
+    arrive at once)."""
+
+    key: ClassVar[str] = KEY
+    n_requests: int = trace_knob("n_requests", 1000)
 
     dataset: Dataset = knob(Dataset.sharegpt, "`sharegpt` or `alpaca` (the vLLM paper's mean lengths), or `custom`")
     prompt_len: int | None = knob(None, "mean prompt tokens (null: the dataset's)")
     output_len: int | None = knob(None, "mean output tokens (null: the dataset's)")
-    lengths: Lengths = knob(Lengths.lognormal, "`fixed`, `uniform` or `lognormal` lengths around the means")
-    spread: float = knob(1.0, "lognormal sigma, or the uniform half-width as a share of the mean")
-    n_requests: int = knob(1000, "requests in the trace, all arriving at once")
     max_len: int = knob(2048, "the model's maximum sequence length: what `max_length` reserves; longer requests "
                               "are cut to it")
     model: str = knob("llama-2-7b", f"shape preset giving the KV bytes per token: {', '.join(PRESETS)}")
@@ -42,7 +45,8 @@ class MemConfig(Knobs):
     sharing_requests: int = knob(200, "requests of the trace the sharing rows follow (the first ones)")
 
     def __post_init__(self) -> None:
-        require_positive(KEY, self, "n_requests", "max_len", "kv_bytes", "sharing_block_size", "sharing_requests")
+        self.check_lengths()
+        require_positive(KEY, self, "max_len", "kv_bytes", "sharing_block_size", "sharing_requests")
         require_positive(KEY, self, "max_len", minimum=2)
         if self.dataset is Dataset.custom:
             require(self.prompt_len is not None and self.output_len is not None,
@@ -51,8 +55,6 @@ class MemConfig(Knobs):
             self.prompt_len = self.prompt_len or DATASETS[self.dataset.value][0]
             self.output_len = self.output_len or DATASETS[self.dataset.value][1]
         require_positive(KEY, self, "prompt_len", "output_len")
-        require(self.spread >= 0 and (self.lengths is not Lengths.uniform or self.spread < 1),
-                f"{KEY}.spread={self.spread} must be >= 0 (and < 1 for uniform lengths)")
         require(self.model in PRESETS, f"{KEY}.model={self.model!r} is not a known shape: choose one of "
                                        f"{', '.join(PRESETS)}")
         require(self.budget_gib > 0, f"{KEY}.budget_gib={self.budget_gib} must be > 0")
@@ -67,7 +69,7 @@ class MemConfig(Knobs):
                 f"{KEY}.max_len={self.max_len}: one request could not fit")
 
     def inactive(self) -> frozenset[str]:
-        skip = set() if self.samples else {"sharing_block_size", "sharing_requests"}
+        skip = self.lengths_inactive() | (set() if self.samples else {"sharing_block_size", "sharing_requests"})
         return frozenset(skip | (set() if Allocation.paged in self.policies else {"block_sizes"}))
 
     @property

@@ -28,7 +28,6 @@ from experiments.serve.server import EmbeddedServer
 from experiments.serve.workload import Counter, requests
 from experiments.shared.model import model_file, read_model
 from experiments.shared.requests import request_table
-from infer_core.traces import arrivals, draw_lengths
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +131,8 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
 def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generator, count: Counter | None,
            server: EmbeddedServer | None, common: dict, first: int) -> VariantResult:
     n = cfg.n_requests + cfg.warmup_requests  # lengths are drawn for all, so the first checks the context
-    prompts = draw_lengths(rng, cfg.prompt_len, cfg.lengths, cfg.length_spread, n)
-    outputs = draw_lengths(rng, cfg.output_len, cfg.lengths, cfg.length_spread, n)
-    due = np.concatenate([np.zeros(cfg.warmup_requests), arrivals(rng, cfg.n_requests, level.rate, cfg.burstiness)])
+    prompts, outputs = cfg.draw_lengths(rng, cfg.prompt_len, n), cfg.draw_lengths(rng, cfg.output_len, n)
+    due = np.concatenate([np.zeros(cfg.warmup_requests), cfg.draw_arrivals(rng, cfg.n_requests, level.rate)])
     if server is not None and (need := int((prompts + outputs).max())) > server.n_ctx:
         raise ConfigError(f"a request of {need} tokens ({KEY}.prompt_len + {KEY}.output_len, as drawn) exceeds "
                           f"the context of the embedded server ({server.n_ctx} tokens, {KEY}.n_ctx)")

@@ -7,7 +7,6 @@ measures whatever answers there.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
@@ -15,6 +14,7 @@ from typing import ClassVar
 from experiments.framework.spec import knob, require, require_positive
 from experiments.serve.streams import Api
 from experiments.shared.model import ModelKnobs
+from experiments.shared.trace import TraceKnobs, trace_knob
 from infer_core.traces import Lengths
 
 KEY = "serve"
@@ -28,11 +28,15 @@ class Profile(Enum):
 
 
 @dataclass
-class ServeConfig(ModelKnobs):
+class ServeConfig(ModelKnobs, TraceKnobs):
     """A load of streamed requests against one server: the latency and throughput it gives. The model knobs are
     the embedded server's (``serve.url`` null)."""
 
     key: ClassVar[str] = KEY
+    n_requests: int = trace_knob("n_requests", 32)
+    prompt_len: int = trace_knob("prompt_len", 64)
+    output_len: int = trace_knob("output_len", 32)
+    lengths: Lengths = trace_knob("lengths", Lengths.fixed)
 
     url: str | None = knob(None, "base URL of a running server (`http://127.0.0.1:11434` for Ollama, "
                                  "`http://127.0.0.1:8000` for vLLM); null: start llama.cpp's server on a made model")
@@ -46,34 +50,22 @@ class ServeConfig(ModelKnobs):
     profile: Profile = knob(Profile.fixed, "`fixed`: one load level; `sweep`: synchronous, maximum throughput, "
                                            "then `n_rates` rates between (as GuideLLM's sweep)")
     concurrency: int | None = knob(1, "requests in flight at most (closed loop when `rate` is null); null: no cap")
-    rate: float | None = knob(None, "open loop: requests per second (`inf`: all at once); null: closed loop")
-    burstiness: float = knob(1.0, "gamma shape of the arrival gaps: 1 Poisson, < 1 burstier, > 1 more regular")
     n_rates: int = knob(4, "profile=sweep: rates between the synchronous and the maximum throughput")
-    n_requests: int = knob(32, "requests measured per load level")
     warmup_requests: int = knob(2, "requests sent first and not measured (they also open the connections)")
     timeout_s: float = knob(60.0, "a request not answered in full within this many seconds fails")
-    prompt_len: int = knob(64, "prompt tokens (mean)")
-    output_len: int = knob(32, "output tokens asked (mean), as max_tokens with the end of text ignored")
     ignore_eos: bool = knob(True, "ask the server to ignore the end of text (`ignore_eos`: vLLM, llama.cpp), so "
                                   "answers run to max_tokens; the embedded server also bans it by logit_bias")
-    lengths: Lengths = knob(Lengths.fixed, "`fixed`, `uniform` or `lognormal` lengths")
-    length_spread: float = knob(0.5, "uniform: half-width as a fraction of the mean; lognormal: sigma")
     slo_ttft_ms: float | None = knob(1000.0, "SLO on time to first token, for goodput and the knee; null: none")
     slo_tpot_ms: float | None = knob(100.0, "SLO on time per output token, for goodput and the knee; null: none")
 
     def __post_init__(self) -> None:
-        require_positive(KEY, self, "n_requests", "n_rates", "prompt_len", "output_len")
+        self.check_trace()
+        require_positive(KEY, self, "n_rates")
         require_positive(KEY, self, "warmup_requests", minimum=0)
-        for name in ("timeout_s", "startup_timeout_s", "burstiness"):
+        for name in ("timeout_s", "startup_timeout_s"):
             require(getattr(self, name) > 0, f"{KEY}.{name}={getattr(self, name)} must be > 0")
         require(self.concurrency is None or self.concurrency >= 1,
                 f"{KEY}.concurrency={self.concurrency} must be >= 1, or null for no cap")
-        require(self.rate is None or self.rate > 0, f"{KEY}.rate={self.rate} must be > 0 (inf: all at once), or null")
-        if self.lengths is Lengths.uniform:
-            require(0 <= self.length_spread < 1, f"{KEY}.length_spread={self.length_spread} must be in [0, 1) for "
-                                                 "uniform lengths")
-        if self.lengths is Lengths.lognormal:
-            require(self.length_spread > 0, f"{KEY}.length_spread={self.length_spread} must be > 0 (the sigma)")
         for name in ("slo_ttft_ms", "slo_tpot_ms"):
             value = getattr(self, name)
             require(value is None or value > 0, f"{KEY}.{name}={value} must be > 0, or null")
@@ -94,14 +86,11 @@ class ServeConfig(ModelKnobs):
             skip |= {"file"} if self.file is None else {"model", "shape", "weights"}
         if not self.shape:
             skip.add("shape")
+        skip |= self.trace_inactive()
         if self.profile is Profile.sweep:
             skip |= {"concurrency", "rate", "burstiness"}
         else:
             skip.add("n_rates")
-            if self.rate is None or math.isinf(self.rate):
-                skip.add("burstiness")
-        if self.lengths is Lengths.fixed:
-            skip.add("length_spread")
         if self.api_key_env is None:
             skip.add("api_key_env")
         return frozenset(skip)
