@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.machine import copy_kernel
-from infer_core.timing import measure_interleaved
+from infer_core.measure.machine import copy_kernel
+from infer_core.measure.timing import measure_interleaved
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 
 One head, d_head 128, float32, every CPU this process may use (flash: that many threads over query
 blocks, one BLAS thread each; naive: that many BLAS threads). The dense form is the honest one
-(``infer_core.flash.naive_attention``): all N×N scores in one array, the causal mask written into it,
+(``infer_core.decoder.attention.naive_attention``): all N×N scores in one array, the causal mask written into it,
 softmax in place, then P·V, each a single NumPy/BLAS call.
 
 1. Peak memory of one causal call at N = 16384 (tracemalloc): flash (blocks 256) / naive <= 1%.
@@ -27,10 +27,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from benchmarks.table import Figure, Table
-from infer_core.environment import usable_cpus
-from infer_core.flash import flash_attention, naive_attention
-from infer_core.machine import reference
-from infer_core.timing import measure, measure_interleaved, paired_ratios
+from infer_core.decoder.attention import flash_attention, naive_attention
+from infer_core.measure.environment import usable_cpus
+from infer_core.measure.machine import reference
+from infer_core.measure.timing import measure, measure_interleaved, paired_ratios
 
 D = 128
 

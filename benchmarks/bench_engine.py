@@ -35,13 +35,13 @@ from threadpoolctl import threadpool_limits
 from benchmarks.table import Figure, Table
 from experiments.engine.llamacpp import CACHE_TYPE_BYTES, LlamaCpp
 from experiments.engine.numpy_engine import NumpyEngine
-from infer_core.environment import usable_cpus
-from infer_core.machine import reference
+from infer_core.measure.environment import usable_cpus
+from infer_core.measure.machine import reference
+from infer_core.measure.timing import measure
 from infer_core.model import PRESETS
 from infer_core.model.counts import kv_bytes_per_token, weight_bytes_per_token
 from infer_core.model.gguf_io import read_gguf
 from infer_core.model.store import cached_gguf
-from infer_core.timing import measure
 
 MODEL = "tinyllama-1.1b"
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from benchmarks.table import Figure, Table
-from infer_core.machine import reference
-from infer_core.timing import measure
+from infer_core.measure.machine import reference
+from infer_core.measure.timing import measure
 
 
 def sgemm(n: int):

@@ -29,10 +29,10 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.bandwidth import share_of_copy
 from benchmarks.table import Figure, Table
-from infer_core.attention import DecoderShape, decode_step, forward, init_decoder
-from infer_core.decode import generate, make_cache
-from infer_core.environment import blas_info
-from infer_core.timing import measure_interleaved, paired_ratios
+from infer_core.decoder.decode import generate, make_cache
+from infer_core.decoder.model import DecoderShape, decode_step, forward, init_decoder
+from infer_core.measure.environment import blas_info
+from infer_core.measure.timing import measure_interleaved, paired_ratios
 
 
 def generate_fn(d: int, heads: int, n: int, strategy: str):

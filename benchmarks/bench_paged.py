@@ -31,11 +31,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from benchmarks.table import Figure, Table
-from infer_core.attention import DecoderShape, attend, decode_step, init_decoder
-from infer_core.environment import usable_cpus
-from infer_core.kv_cache import PreallocCache
-from infer_core.paged import PagedKVCache, paged_decode_attention, paged_decode_step, windows
-from infer_core.timing import measure_interleaved, paired_ratios
+from infer_core.decoder.kv_cache import PreallocCache
+from infer_core.decoder.model import DecoderShape, attend, decode_step, init_decoder
+from infer_core.measure.environment import usable_cpus
+from infer_core.measure.timing import measure_interleaved, paired_ratios
+from infer_core.serving.paged import PagedKVCache, paged_decode_attention, paged_decode_step, windows
 
 D_MODEL, HEADS, BATCH = 4096, 32, 4
 D_HEAD = D_MODEL // HEADS

@@ -33,8 +33,8 @@ from gguf import GGMLQuantizationType, quants
 
 from benchmarks.bandwidth import share_of_copy
 from benchmarks.table import Figure, Table
+from infer_core.measure.timing import measure_interleaved, paired_ratios
 from infer_core.quant import quantize_gguf, quantize_uniform
-from infer_core.timing import measure_interleaved, paired_ratios
 
 
 def main() -> int:
@@ -68,7 +68,7 @@ def main() -> int:
 
 def k_quants(table: Table, args: argparse.Namespace) -> None:
     from experiments.engine.llamacpp import ggml_library, ggml_quantize
-    from infer_core.environment import usable_cpus
+    from infer_core.measure.environment import usable_cpus
     from infer_core.quant import dequantize_gguf, error_metrics
 
     lib, threads = ggml_library(), usable_cpus()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.environment import blas_info, cpu_model
+from infer_core.measure.environment import blas_info, cpu_model
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from experiments.framework.bench import BenchConfig
 from experiments.registry import EXPERIMENTS
 from experiments.reporting.gather import build_report
 from experiments.reporting.load import ReportError, newest_sweep
-from infer_core.machine import MachineFileError, cached_entries
+from infer_core.measure.machine import MachineFileError, cached_entries
 
 SWEEPS = Path("outputs/sweeps")
 MACHINE_FILE = Path(BenchConfig().machine_file)

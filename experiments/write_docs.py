@@ -24,7 +24,7 @@ from experiments.framework.knobs import column_table, fill_tables, knob_table
 from experiments.framework.spec import Column
 from experiments.registry import EXPERIMENTS
 from experiments.shared import requests
-from infer_core.environment import Environment
+from infer_core.measure.environment import Environment
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))

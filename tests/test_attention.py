@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_core.attention import (
+from infer_core.decoder.decode import generate, make_cache, reference_outputs
+from infer_core.decoder.kv_cache import ConcatCache, PreallocCache, Strategy
+from infer_core.decoder.model import (
     DecoderShape,
     attend,
     causal_attention,
@@ -14,8 +16,6 @@ from infer_core.attention import (
     init_decoder,
     rms_norm,
 )
-from infer_core.decode import generate, make_cache, reference_outputs
-from infer_core.kv_cache import ConcatCache, PreallocCache, Strategy
 
 # float32 outputs are O(1) and pass through a few dozen roundings: 1e-4 is ~1000 ulp of 1.0.
 ATOL = {"float32": 1e-4, "float64": 1e-11}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from infer_core.flash import decode_traffic, flash_traffic, naive_traffic
+from infer_core.decoder.attention import decode_traffic, flash_traffic, naive_traffic
 from tests.conftest import FAST_BENCH, run_app, run_report
 
 SMALL = ["attn.d_head=16", "attn.n_heads=4", "attn.n_kv_heads=2", "attn.check_rows=64"]

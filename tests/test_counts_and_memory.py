@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_core.attention import QUERY_CHUNK, DecoderShape, init_decoder
-from infer_core.decode import (
+from infer_core.decoder.decode import (
     GenerationCounts,
     expected_bytes_moved,
     expected_cache_bytes_copied,
@@ -16,7 +15,9 @@ from infer_core.decode import (
     generate,
     make_cache,
 )
-from infer_core.kv_cache import MODEL_PRESETS, Strategy, kv_cache_bytes
+from infer_core.decoder.kv_cache import Strategy, kv_cache_bytes
+from infer_core.decoder.model import QUERY_CHUNK, DecoderShape, init_decoder
+from infer_core.model.shapes import PRESETS
 
 
 @pytest.mark.parametrize(
@@ -93,11 +94,11 @@ def test_bytes_moved_by_hand():
 
 def test_kv_cache_bytes_check_values():
     """fp16 KV bytes per token of published models (2 × layers × KV heads × head dim × 2 B)."""
-    assert MODEL_PRESETS["llama-2-7b"].kv_cache_bytes(1) == 524_288
-    assert MODEL_PRESETS["llama-2-7b"].kv_cache_bytes(4096) == 2 * 2**30
-    assert MODEL_PRESETS["llama-3-8b"].kv_cache_bytes(1) == 131_072
-    assert MODEL_PRESETS["qwen2.5-0.5b"].kv_cache_bytes(1) == 12_288
-    assert MODEL_PRESETS["opt-13b"].kv_cache_bytes(1) == 819_200  # the vLLM paper's "800 KB"
+    assert PRESETS["llama-2-7b"].kv_cache_bytes(1) == 524_288
+    assert PRESETS["llama-2-7b"].kv_cache_bytes(4096) == 2 * 2**30
+    assert PRESETS["llama-3-8b"].kv_cache_bytes(1) == 131_072
+    assert PRESETS["qwen2.5-0.5b"].kv_cache_bytes(1) == 12_288
+    assert kv_cache_bytes(40, 40, 128, 1) == 819_200  # OPT-13B: the vLLM paper's "800 KB"
     assert kv_cache_bytes(32, 8, 128, seq_len=10, batch=3, bytes_per_element=4) == 2 * 32 * 8 * 128 * 30 * 4
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from infer_core.environment import usable_cpus
-from infer_core.machine import measure_machine, reference
+from infer_core.measure.environment import usable_cpus
+from infer_core.measure.machine import measure_machine, reference
 from infer_core.model import PRESETS, write_gguf
 from tests.conftest import FAST_BENCH, run_app, run_report
 

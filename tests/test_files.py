@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.framework.store import flatten, to_csv
-from infer_core.files import atomic_path, write_text_atomic
+from infer_core.measure.files import atomic_path, write_text_atomic
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):
@@ -22,7 +22,7 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path):
 
 
 def test_flatten_and_csv_cells():
-    from infer_core.kv_cache import Strategy
+    from infer_core.decoder.kv_cache import Strategy
 
     flat = flatten({"seed": 3, "kv": {"seq_len": 10, "strategies": [Strategy.concat, Strategy.prealloc]},
                     "bench": {"threads": None}})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_core.flash import (
+from infer_core.decoder.attention import (
     decode_traffic,
     fast_memory,
     flash_attention,

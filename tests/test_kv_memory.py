@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_core.kv_memory import Allocation, Arena, sharing, simulate
-from infer_core.traces import DATASETS, Lengths, make_trace
+from infer_core.serving.kv_memory import Allocation, Arena, sharing, simulate
+from infer_core.serving.traces import DATASETS, Lengths, make_trace
 
 
 @pytest.mark.parametrize(("policy", "block", "reserved", "ahead"), [

@@ -8,9 +8,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from infer_core import machine
-from infer_core.machine import MachineRef, roofline
 from infer_core.matmul import bytes_moved, dequant_matmul, op_shape, quantize_weights, weight_bytes
+from infer_core.measure import machine
+from infer_core.measure.machine import MachineRef, roofline
 
 
 @pytest.mark.parametrize(

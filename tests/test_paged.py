@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_core.attention import DecoderShape, forward, init_decoder
-from infer_core.executors import CostModel, NumpyExecutor
-from infer_core.flash import naive_attention
-from infer_core.paged import (
+from infer_core.decoder.attention import naive_attention
+from infer_core.decoder.model import DecoderShape, forward, init_decoder
+from infer_core.serving.executors import CostModel, NumpyExecutor
+from infer_core.serving.paged import (
     GAP_TOKENS,
     BlockTables,
     OutOfBlocks,
@@ -21,7 +21,7 @@ from infer_core.paged import (
     paged_forward,
     windows,
 )
-from infer_core.scheduler import Policy, Preempt, serve
+from infer_core.serving.scheduler import Policy, Preempt, run_trace
 
 
 def tokens(rng, n_kv, t, d):
@@ -233,7 +233,7 @@ def test_a_tight_block_budget_preempts_and_loses_no_request(policy, preempt):
     arrival, prompt, output = trace(10)
     cache = PagedKVCache(12, 4, 2, 8, n_layers=2)
     ex = NumpyExecutor(model, cache, seed=5, check=frozenset(range(10)))
-    out = serve(arrival, prompt, output, cache, ex, policy, max_batch=6, preempt=preempt, swap_blocks=6)
+    out = run_trace(arrival, prompt, output, cache, ex, policy, max_batch=6, preempt=preempt, swap_blocks=6)
     assert out.preemptions > 0 and (out.swaps > 0) == (preempt is Preempt.swap)
     assert [r.generated for r in out.requests] == list(output)  # each token produced once
     assert all(r.finish >= r.first_token >= r.arrival for r in out.requests)
@@ -245,11 +245,11 @@ def test_static_batching_waits_for_the_longest_and_continuous_refills_on_a_unit_
     """One unit of time per iteration: the schedule is exact. Outputs 1, 4, 2 tokens, batches of 2."""
     unit = CostModel(np.array([1.0, 0, 0, 0, 0, 0, 0]))
     arrival, prompt, output = np.zeros(3), np.array([4, 4, 4]), np.array([1, 4, 2])
-    static = serve(arrival, prompt, output, BlockTables(10, 4), unit, Policy.static, max_batch=2)
+    static = run_trace(arrival, prompt, output, BlockTables(10, 4), unit, Policy.static, max_batch=2)
     # requests 0 and 1 prefill at t=1 (0 is done); 1 decodes t=2..4; request 2 starts after: prefill 5, decode 6
     assert [(r.first_token, r.finish) for r in static.requests] == [(1, 1), (1, 4), (5, 6)]
     assert static.batch_sizes == [0, 2, 2, 2, 0, 1]  # request 0 stays as a padding row until the batch ends
     unit.now = 0.0
-    cont = serve(arrival, prompt, output, BlockTables(10, 4), unit, Policy.continuous, max_batch=2)
+    cont = run_trace(arrival, prompt, output, BlockTables(10, 4), unit, Policy.continuous, max_batch=2)
     assert [(r.first_token, r.finish) for r in cont.requests] == [(1, 1), (1, 4), (2, 3)]  # 2 joins at once
     assert cont.batch_sizes == [0, 1, 2, 1]

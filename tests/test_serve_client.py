@@ -14,7 +14,7 @@ from experiments.serve.metrics import max_in_flight, summarize
 from experiments.serve.scripted import spawn
 from experiments.serve.streams import Api, MalformedStream, parser_for
 from experiments.serve.workload import prompt
-from infer_core.traces import Lengths, arrivals, draw_lengths
+from infer_core.serving.traces import Lengths, arrivals, draw_lengths
 
 
 def sse(*objs: object) -> bytes:

@@ -132,8 +132,10 @@ def test_sweep_preset_and_command_line_precedence(tmp_path):
     assert row["speedup_vs_recompute"] == ""  # no recompute in this point
 
 
-@pytest.mark.parametrize("module", ["infer_core", "infer_core.decode", "infer_core.timing", "infer_core.quant",
-                                    "infer_core.machine", "infer_core.matmul", "infer_core.model"])
+@pytest.mark.parametrize("module", ["infer_core", "infer_core.decoder", "infer_core.serving", "infer_core.measure",
+                                    "infer_core.decoder.decode", "infer_core.measure.timing", "infer_core.quant",
+                                    "infer_core.measure.machine", "infer_core.matmul", "infer_core.model",
+                                    "infer_core.serving.scheduler"])
 def test_infer_core_stays_plain_numpy(module):
     code = (f"import sys, {module}; bad = {{'hydra', 'omegaconf', 'pandas', 'matplotlib', 'seaborn'}} "
             "& {m.split('.')[0] for m in sys.modules}; print(sorted(bad)); sys.exit(bool(bad))")

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from infer_core.attention import DecoderShape, init_decoder
-from infer_core.decode import generate
-from infer_core.timing import TimeBudgetExceeded, Timing, measure, measure_interleaved, paired_ratios
+from infer_core.decoder.decode import generate
+from infer_core.decoder.model import DecoderShape, init_decoder
+from infer_core.measure.timing import TimeBudgetExceeded, Timing, measure, measure_interleaved, paired_ratios
 
 
 def test_statistics_of_known_samples():

@@ -19,7 +19,7 @@ from experiments.attention.schema import KEY, AttnConfig, Impl, Phase
 from experiments.framework.bench import TIMING_COLUMNS, BenchConfig, check_fits, run_variant
 from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
-from infer_core.flash import (
+from infer_core.decoder.attention import (
     Traffic,
     decode_traffic,
     fast_memory,

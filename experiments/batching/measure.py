@@ -1,4 +1,4 @@
-"""Run the batching experiment: a seeded trace served by the engine loop (``infer_core.scheduler``) over a paged
+"""Run the batching experiment: a seeded trace served by the engine loop (``infer_core.serving.scheduler``) over a paged
 KV cache, every iteration a real batched NumPy decode step (``cost=measured``), or the same schedule replayed on
 a cost fitted from the measured iterations of a calibration trace (``cost=model``).
 
@@ -18,11 +18,11 @@ from experiments.batching.schema import BatchConfig, Cost
 from experiments.framework.bench import BenchConfig, point_threads, run_variant
 from experiments.framework.spec import Column, VariantResult
 from experiments.shared.requests import RequestRecord, request_table
-from infer_core.attention import Decoder, init_decoder
-from infer_core.executors import CostModel, NumpyExecutor
-from infer_core.paged import BlockTables, PagedKVCache
-from infer_core.scheduler import FEATURES, Outcome, Policy, serve
-from infer_core.traces import Trace, make_trace
+from infer_core.decoder.model import Decoder, init_decoder
+from infer_core.serving.executors import CostModel, NumpyExecutor
+from infer_core.serving.paged import BlockTables, PagedKVCache
+from infer_core.serving.scheduler import FEATURES, Outcome, Policy, run_trace
+from infer_core.serving.traces import Trace, make_trace
 
 LATENCIES = (("ttft", "time to first token: arrival to the end of the iteration that produced it"),
              ("tpot", "time per output token after the first: (E2E − TTFT) / (output − 1)"),
@@ -68,7 +68,7 @@ def _measured(cfg: BatchConfig, model: Decoder, trace: Trace, policy: Policy, se
     s = model.shape
     cache = PagedKVCache(cfg.pool_blocks, cfg.block_size, s.n_kv_heads, s.d_head, n_layers=s.n_layers)
     ex = NumpyExecutor(model, cache, seed, frozenset(range(min(check, len(trace)))), deadline)
-    out = serve(trace.arrival, trace.prompt, trace.output, cache, ex, policy, cfg.max_batch, cfg.preempt, cfg.chunk,
+    out = run_trace(trace.arrival, trace.prompt, trace.output, cache, ex, policy, cfg.max_batch, cfg.preempt, cfg.chunk,
                 cfg.swap_blocks)
     return Served(out, ex.check(out.requests))
 
@@ -80,7 +80,7 @@ def _modeled(cfg: BatchConfig, model: Decoder, trace: Trace, seed: int, deadline
     cost = CostModel.fit(steps)
     predicted = np.array([cost.predict(f) for f, _ in steps])
     measured = np.array([t for _, t in steps])
-    out = serve(trace.arrival, trace.prompt, trace.output, BlockTables(cfg.pool_blocks, cfg.block_size), cost,
+    out = run_trace(trace.arrival, trace.prompt, trace.output, BlockTables(cfg.pool_blocks, cfg.block_size), cost,
                 cfg.policy, cfg.max_batch, cfg.preempt, cfg.chunk, cfg.swap_blocks)
     fit = {"calibration_iterations": len(steps),
            "fit_rel_err_pct": 100 * float(np.median(np.abs(predicted - measured) / measured)),

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from experiments.framework.spec import ConfigError, knob, require, require_positive
 from experiments.shared.trace import TraceKnobs
-from infer_core.attention import DecoderShape
-from infer_core.scheduler import Policy, Preempt
+from infer_core.decoder.model import DecoderShape
+from infer_core.serving.scheduler import Policy, Preempt
 
 KEY = "batch"
 

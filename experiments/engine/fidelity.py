@@ -9,7 +9,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from experiments.engine.schema import EngineConfig
-from infer_core.files import atomic_path
+from infer_core.measure.files import atomic_path
 from infer_core.model import Model, init_weights
 from infer_core.model.fidelity import Agreement, Divergence, entropy
 from infer_core.model.store import model_key

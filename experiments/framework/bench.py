@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from experiments.framework.spec import Column, ConfigError, VariantResult, knob, require
-from infer_core.environment import blas_info, usable_cpus
-from infer_core.memory import available_bytes
-from infer_core.timing import TimeBudgetExceeded, Timing, measure, measure_rounds
+from infer_core.measure.environment import blas_info, usable_cpus
+from infer_core.measure.memory import available_bytes
+from infer_core.measure.timing import TimeBudgetExceeded, Timing, measure, measure_rounds
 
 log = logging.getLogger(__name__)
 MIN_REPEATS = 5

@@ -22,7 +22,7 @@ from experiments.framework.bench import one_line
 from experiments.framework.isolate import run_isolated
 from experiments.framework.spec import ConfigError, Experiment, VariantResult, resolve_paths
 from experiments.framework.validate import Point, config_hash, raw_config, validate
-from infer_core import environment
+from infer_core.measure import environment
 
 log = logging.getLogger(__name__)
 

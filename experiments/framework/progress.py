@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from infer_core.environment import blas_info
-from infer_core.machine import GEMM_SIZES, MachineRef, measure_machine, measurement_steps, reference
+from infer_core.measure.environment import blas_info
+from infer_core.measure.machine import GEMM_SIZES, MachineRef, measure_machine, measurement_steps, reference
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def bar(total: float, desc: str, **kwargs: object) -> tqdm:
 
 def machine_reference(path: str | Path, force: bool = False, gemm_sizes: tuple[int, ...] = GEMM_SIZES,
                       n_bytes: int | None = None) -> tuple[MachineRef, bool]:
-    """The cached machine reference (:func:`infer_core.machine.reference`); measuring one is announced first,
+    """The cached machine reference (:func:`infer_core.measure.machine.reference`); measuring one is announced first,
     with a bar over its measurements."""
 
     def measure() -> MachineRef:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from experiments.framework.bench import BenchConfig
-    from infer_core.timing import Timing
+    from infer_core.measure.timing import Timing
 
 
 class ConfigError(ValueError):

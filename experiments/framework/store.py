@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from experiments.framework.spec import Column
-from infer_core.files import write_text_atomic
+from infer_core.measure.files import write_text_atomic
 
 SCHEMA_VERSION = 2
 RESULTS = "results.csv"

@@ -33,7 +33,7 @@ from experiments.framework.plan import RUN_CONTROL, Composer, expand, point_dir_
 from experiments.framework.point import JobInfo, PointOutcome
 from experiments.framework.spec import ConfigError, require_plain_name
 from experiments.framework.validate import composition_error
-from infer_core.files import write_text_atomic
+from infer_core.measure.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

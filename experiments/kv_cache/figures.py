@@ -14,7 +14,7 @@ from experiments.framework.spec import Report
 from experiments.kv_cache.schema import KEY, KVConfig
 from experiments.reporting.plotting import mark_unstable, save_figure, theme
 from experiments.reporting.tables import markdown_table
-from infer_core.decode import expected_kv_projections
+from infer_core.decoder.decode import expected_kv_projections
 
 SEQ = f"{KEY}.seq_len"
 ORDER = ["recompute", "concat", "prealloc"]

@@ -10,8 +10,7 @@ import numpy as np
 from experiments.framework.bench import TIMING_COLUMNS, BenchConfig, check_fits, one_line, run_variant
 from experiments.framework.spec import Column, VariantResult
 from experiments.kv_cache.schema import KEY, KVConfig
-from infer_core.attention import QUERY_CHUNK, init_decoder
-from infer_core.decode import (
+from infer_core.decoder.decode import (
     GenerationCounts,
     expected_bytes_moved,
     expected_cache_bytes_copied,
@@ -21,9 +20,10 @@ from infer_core.decode import (
     make_cache,
     reference_outputs,
 )
-from infer_core.kv_cache import Strategy, kv_cache_bytes
-from infer_core.memory import peak_rss_bytes, reset_peak_rss
-from infer_core.timing import paired_ratios, ratio_stats
+from infer_core.decoder.kv_cache import Strategy, kv_cache_bytes
+from infer_core.decoder.model import QUERY_CHUNK, init_decoder
+from infer_core.measure.memory import peak_rss_bytes, reset_peak_rss
+from infer_core.measure.timing import paired_ratios, ratio_stats
 
 COLUMNS = (
     *TIMING_COLUMNS,  # every statistic of a timing

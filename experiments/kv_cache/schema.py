@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from experiments.framework.spec import DType, Knobs, knob, require, require_positive
-from infer_core.attention import DecoderShape
-from infer_core.kv_cache import Strategy
+from infer_core.decoder.kv_cache import Strategy
+from infer_core.decoder.model import DecoderShape
 
 KEY = "kv"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, VariantResult
 from experiments.kv_memory.schema import MemConfig
-from infer_core.kv_memory import Allocation, MemoryUse, sharing, simulate
-from infer_core.traces import make_trace
+from infer_core.serving.kv_memory import Allocation, MemoryUse, sharing, simulate
+from infer_core.serving.traces import make_trace
 
 COLUMNS = (
     Column("block_size", "tokens", "paged: tokens per block (empty for a contiguous policy)"),

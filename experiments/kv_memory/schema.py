@@ -8,9 +8,9 @@ from typing import ClassVar
 
 from experiments.framework.spec import knob, require, require_positive
 from experiments.shared.trace import LengthKnobs, trace_knob
-from infer_core.kv_memory import Allocation
 from infer_core.model import PRESETS, shape_of
-from infer_core.traces import DATASETS
+from infer_core.serving.kv_memory import Allocation
+from infer_core.serving.traces import DATASETS
 
 KEY = "mem"
 

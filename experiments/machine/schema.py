@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from experiments.framework.spec import Knobs, knob, require
-from infer_core.machine import GEMM_SIZES
+from infer_core.measure.machine import GEMM_SIZES
 
 KEY = "machine"
 

@@ -16,8 +16,8 @@ from experiments.framework.bench import BenchConfig, check_fits, run_variant, ti
 from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, VariantResult
 from experiments.matmul.schema import KEY, MatmulConfig
-from infer_core.machine import roofline
 from infer_core.matmul import bytes_moved, dequant_matmul, quantize_weights, weight_bytes
+from infer_core.measure.machine import roofline
 
 log = logging.getLogger(__name__)
 #: Above this share of its roofline a figure is impossible: the roof (the cached reference) is wrong.

@@ -22,7 +22,7 @@ from experiments.reporting.gather import knob_columns
 from experiments.reporting.load import INCOMPLETE, ReportError
 from experiments.reporting.stats import SLOWER, compare_batch
 from experiments.reporting.sweeps import Sweep, point_samples
-from infer_core.environment import Environment
+from infer_core.measure.environment import Environment
 
 #: The environment columns of every row, and the engine's and server's versions where an experiment records them.
 ENVIRONMENT = (*Environment.__dataclass_fields__, "engine_version", "server_version")

@@ -14,7 +14,7 @@ from experiments.reporting.html import write_html
 from experiments.reporting.plotting import save_figure, theme
 from experiments.reporting.stats import FASTER, NO_CHANGE, SLOWER
 from experiments.reporting.tables import markdown_table
-from infer_core.files import atomic_path, write_text_atomic
+from infer_core.measure.files import atomic_path, write_text_atomic
 
 COLORS = {FASTER: "#2a9d8f", NO_CHANGE: "#8d99ae", SLOWER: "#e76f51"}
 

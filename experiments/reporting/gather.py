@@ -19,8 +19,8 @@ from experiments.reporting import roofline
 from experiments.reporting.html import write_html
 from experiments.reporting.load import ReportError, find_results, load
 from experiments.reporting.tables import fmt, markdown_table
-from infer_core.environment import Environment
-from infer_core.files import atomic_path, write_text_atomic
+from infer_core.measure.environment import Environment
+from infer_core.measure.files import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 __all__ = ["ReportError", "build_report"]

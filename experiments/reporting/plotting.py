@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.ticker import LogFormatter, LogFormatterSciNotation
 from matplotlib.transforms import Bbox
 
-from infer_core.files import atomic_path
+from infer_core.measure.files import atomic_path
 
 
 def theme() -> None:

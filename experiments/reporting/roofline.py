@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from experiments.reporting.plotting import save_figure, theme
-from infer_core.machine import MachineFileError, cached_entries
+from infer_core.measure.machine import MachineFileError, cached_entries
 
 NEEDED = ("flops", "bytes_moved", "gflops")
 

@@ -15,7 +15,7 @@ from experiments.framework.spec import knob, require, require_positive
 from experiments.serve.streams import Api
 from experiments.shared.model import ModelKnobs
 from experiments.shared.trace import TraceKnobs, trace_knob
-from infer_core.traces import Lengths
+from infer_core.serving.traces import Lengths
 
 KEY = "serve"
 EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "file", "threads", "n_ctx", "models_dir",

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from experiments.framework.bench import point_threads
 from experiments.framework.progress import bar
 from experiments.framework.spec import ConfigError, Knobs, knob, require, require_plain_name
-from infer_core.environment import usable_cpus
+from infer_core.measure.environment import usable_cpus
 from infer_core.model import PRESETS, WEIGHT_TYPES, ModelShape
 from infer_core.model.gguf_io import StoredTensor, read_gguf
 from infer_core.model.store import cached_gguf

@@ -1,6 +1,6 @@
 """The request trace of an experiment that serves requests (serve, batching; kv_memory's lengths): its knobs,
-each meaning written once, one validation, and one draw (:mod:`infer_core.traces`). An experiment states only the
-defaults that suit it (:func:`trace_knob`)."""
+each meaning written once, one validation, and one draw (:mod:`infer_core.serving.traces`). An experiment states
+only the defaults that suit it (:func:`trace_knob`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from experiments.framework.spec import Knobs, knob, require, require_positive
-from infer_core.traces import Lengths, arrivals, draw_lengths
+from infer_core.serving.traces import Lengths, arrivals, draw_lengths
 
 MEANINGS = {
     "n_requests": "requests in the trace (serve: per load level)",

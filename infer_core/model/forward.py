@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infer_core.attention import DecoderShape, causal_attention
-from infer_core.kv_cache import PreallocCache
+from infer_core.decoder.kv_cache import PreallocCache
+from infer_core.decoder.model import DecoderShape, causal_attention
 from infer_core.model.shapes import ModelShape
 
 
@@ -55,7 +55,7 @@ def rope(x: np.ndarray, positions: np.ndarray, theta: float, neox: bool) -> np.n
 class Model:
     """A model's shape and weights (GGUF names, (out, in) matrices) in one dtype; see :func:`load_gguf`.
 
-    ``decode`` keeps keys and values in a :class:`~infer_core.kv_cache.PreallocCache` sized for the
+    ``decode`` keeps keys and values in a :class:`~infer_core.decoder.kv_cache.PreallocCache` sized for the
     context (its pages are touched only as tokens arrive).
     """
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, TokenType, quants
 
-from infer_core.files import atomic_path
+from infer_core.measure.files import atomic_path
 from infer_core.model.forward import Model
 from infer_core.model.shapes import ARCHITECTURES, ModelShape
 from infer_core.model.weights import iter_weights, tensor_shapes

@@ -44,6 +44,10 @@ class ModelShape:
     def d_head(self) -> int:
         return self.d_model // self.n_heads
 
+    def kv_cache_bytes(self, seq_len: int, batch: int = 1, bytes_per_element: int = 2) -> int:
+        """Bytes of the K and V caches of every layer for ``batch`` sequences of ``seq_len`` tokens."""
+        return 2 * self.n_layers * self.n_kv_heads * self.d_head * seq_len * batch * bytes_per_element
+
     @property
     def qkv_bias(self) -> bool:
         return self.arch == "qwen2"
@@ -65,6 +69,7 @@ PRESETS: dict[str, ModelShape] = {
     "qwen2.5-0.5b": ModelShape("qwen2", 896, 24, 14, 2, 4864, 151936, tied_embeddings=True, rope_theta=1e6,
                                norm_eps=1e-6, context=32768),
     "llama-2-7b": ModelShape("llama", 4096, 32, 32, 32, 11008, 32000, context=4096),
+    "llama-3-8b": ModelShape("llama", 4096, 32, 32, 8, 14336, 128256, rope_theta=500000.0, context=8192),
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from infer_core.quant import gguf_kquants as kq
 from infer_core.quant import gguf_legacy as lg
@@ -22,13 +23,20 @@ Decode = Callable[[np.ndarray], np.ndarray]  # bytes (n, type_size) -> float32 (
 
 @dataclass(frozen=True)
 class GGUFFormat:
-    """One block format: values per block, bytes per block, and its block codecs."""
+    """One block format: values per block and bytes per block (``gguf``'s own table, ``GGML_QUANT_SIZES``), and
+    its block codecs."""
 
     name: str
-    block: int
-    type_size: int
     quantize_blocks: Encode
     dequantize_blocks: Decode
+
+    @property
+    def block(self) -> int:
+        return GGML_QUANT_SIZES[GGMLQuantizationType[self.name.upper()]][0]
+
+    @property
+    def type_size(self) -> int:
+        return GGML_QUANT_SIZES[GGMLQuantizationType[self.name.upper()]][1]
 
     @property
     def bits_per_weight(self) -> float:
@@ -38,16 +46,16 @@ class GGUFFormat:
 GGUF_FORMATS: dict[str, GGUFFormat] = {
     f.name: f
     for f in (
-        GGUFFormat("q8_0", 32, 34, lg.quantize_q8_0, lg.dequantize_q8_0),
-        GGUFFormat("q4_0", 32, 18, lg.quantize_q4_0, lg.dequantize_q4_0),
-        GGUFFormat("q4_1", 32, 20, lg.quantize_q4_1, lg.dequantize_q4_1),
-        GGUFFormat("q5_0", 32, 22, lg.quantize_q5_0, lg.dequantize_q5_0),
-        GGUFFormat("q5_1", 32, 24, lg.quantize_q5_1, lg.dequantize_q5_1),
-        GGUFFormat("q2_k", 256, 84, kq.quantize_q2_k, kq.dequantize_q2_k),
-        GGUFFormat("q3_k", 256, 110, kq.quantize_q3_k, kq.dequantize_q3_k),
-        GGUFFormat("q4_k", 256, 144, kq.quantize_q4_k, kq.dequantize_q4_k),
-        GGUFFormat("q5_k", 256, 176, kq.quantize_q5_k, kq.dequantize_q5_k),
-        GGUFFormat("q6_k", 256, 210, kq.quantize_q6_k, kq.dequantize_q6_k),
+        GGUFFormat("q8_0", lg.quantize_q8_0, lg.dequantize_q8_0),
+        GGUFFormat("q4_0", lg.quantize_q4_0, lg.dequantize_q4_0),
+        GGUFFormat("q4_1", lg.quantize_q4_1, lg.dequantize_q4_1),
+        GGUFFormat("q5_0", lg.quantize_q5_0, lg.dequantize_q5_0),
+        GGUFFormat("q5_1", lg.quantize_q5_1, lg.dequantize_q5_1),
+        GGUFFormat("q2_k", kq.quantize_q2_k, kq.dequantize_q2_k),
+        GGUFFormat("q3_k", kq.quantize_q3_k, kq.dequantize_q3_k),
+        GGUFFormat("q4_k", kq.quantize_q4_k, kq.dequantize_q4_k),
+        GGUFFormat("q5_k", kq.quantize_q5_k, kq.dequantize_q5_k),
+        GGUFFormat("q6_k", kq.quantize_q6_k, kq.dequantize_q6_k),
     )
 }
 

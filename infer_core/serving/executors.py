@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from infer_core.attention import Decoder, forward
-from infer_core.paged import PagedKVCache, Swapped, paged_decode_step, paged_forward
-from infer_core.scheduler import Iteration, Request, WallClock
-from infer_core.timing import TimeBudgetExceeded
+from infer_core.decoder.model import Decoder, forward
+from infer_core.measure.timing import TimeBudgetExceeded
+from infer_core.serving.paged import PagedKVCache, Swapped, paged_decode_step, paged_forward
+from infer_core.serving.scheduler import Iteration, Request, WallClock
 
 
 class NumpyExecutor(WallClock):

@@ -14,12 +14,11 @@ append rewrites the whole cache, a prealloc append only the new tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 
-from infer_core.attention import DecoderShape
+from infer_core.decoder.model import DecoderShape
 
 
 class Strategy(Enum):
@@ -92,26 +91,3 @@ def kv_cache_bytes(
 ) -> int:
     """KV-cache size: 2 (K and V) x layers x KV heads x d_head x tokens x batch x bytes per element."""
     return 2 * n_layers * n_kv_heads * d_head * seq_len * batch * bytes_per_element
-
-
-@dataclass(frozen=True)
-class ModelPreset:
-    """The attention shape of a published model, as far as the KV cache is concerned."""
-
-    n_layers: int
-    n_kv_heads: int
-    d_head: int
-
-    def kv_cache_bytes(self, seq_len: int, batch: int = 1, bytes_per_element: int = 2) -> int:
-        return kv_cache_bytes(
-            self.n_layers, self.n_kv_heads, self.d_head, seq_len, batch, bytes_per_element
-        )
-
-
-#: From the models' published configs (num_hidden_layers, num_key_value_heads, head_dim).
-MODEL_PRESETS: dict[str, ModelPreset] = {
-    "llama-2-7b": ModelPreset(n_layers=32, n_kv_heads=32, d_head=128),
-    "llama-3-8b": ModelPreset(n_layers=32, n_kv_heads=8, d_head=128),
-    "qwen2.5-0.5b": ModelPreset(n_layers=24, n_kv_heads=2, d_head=64),
-    "opt-13b": ModelPreset(n_layers=40, n_kv_heads=40, d_head=128),
-}

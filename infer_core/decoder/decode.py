@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infer_core.attention import Decoder, DecoderShape, decode_step, forward
-from infer_core.kv_cache import ConcatCache, PreallocCache, Strategy
-from infer_core.timing import TimeBudgetExceeded
+from infer_core.decoder.kv_cache import ConcatCache, PreallocCache, Strategy
+from infer_core.decoder.model import Decoder, DecoderShape, decode_step, forward
+from infer_core.measure.timing import TimeBudgetExceeded
 
 
 @dataclass

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from infer_core.attention import Decoder, feed_forward, rms_norm
+from infer_core.decoder.model import Decoder, block
 
 
 class OutOfBlocks(RuntimeError):
@@ -356,14 +357,17 @@ def paged_forward(model: Decoder, x: np.ndarray, cache: PagedKVCache, seq: int, 
     t, d = x.shape
     start = cache.lengths[seq] - t if start is None else start
     plan = reads(cache, [seq], [start + t])
-    for i, layer in enumerate(model.layers):
-        qkv = rms_norm(x) @ layer.w_qkv  # (t, d + 2 d_kv)
+
+    def attention(i: int, qkv: np.ndarray) -> np.ndarray:  # qkv: (t, d + 2 d_kv)
         k = qkv[:, d:d + s.d_kv].reshape(t, s.n_kv_heads, s.d_head).transpose(1, 0, 2)
         v = qkv[:, d + s.d_kv:].reshape(t, s.n_kv_heads, s.d_head).transpose(1, 0, 2)
         cache.write(seq, i, start, k, v)
         q = qkv[:, :d].reshape(t, s.n_heads, s.d_head).transpose(1, 0, 2)
         o = batch_attention(cache, [seq], q[None], [start + t], i, 1.0, plan)[0]  # the scale is in w_qkv
-        x = feed_forward(layer, x + o.transpose(1, 0, 2).reshape(t, d) @ layer.w_o)
+        return o.transpose(1, 0, 2).reshape(t, d)
+
+    for i, layer in enumerate(model.layers):
+        x = block(layer, x, partial(attention, i))
     return x
 
 
@@ -376,11 +380,13 @@ def paged_decode_step(model: Decoder, x: np.ndarray, cache: PagedKVCache, seqs: 
     ends = [cache.lengths[seq] for seq in seqs]
     slots = np.concatenate([cache.slots(seq, n - 1, n) for seq, n in zip(seqs, ends, strict=True)])
     plan = reads(cache, seqs, ends)
-    for i, layer in enumerate(model.layers):
-        qkv = rms_norm(x) @ layer.w_qkv  # (B, d + 2 d_kv)
+
+    def attention(i: int, qkv: np.ndarray) -> np.ndarray:  # qkv: (B, d + 2 d_kv)
         cache.k[i][..., slots] = qkv[:, d:d + s.d_kv].reshape(b, s.n_kv_heads, s.d_head).transpose(1, 2, 0)
         cache.v[i][..., slots] = qkv[:, d + s.d_kv:].reshape(b, s.n_kv_heads, s.d_head).transpose(1, 2, 0)
         q = qkv[:, :d].reshape(b, s.n_heads, 1, s.d_head)
-        o = batch_attention(cache, seqs, q, ends, i, 1.0, plan)  # the scale is in w_qkv
-        x = feed_forward(layer, x + o.reshape(b, d) @ layer.w_o)
+        return batch_attention(cache, seqs, q, ends, i, 1.0, plan).reshape(b, d)  # the scale is in w_qkv
+
+    for i, layer in enumerate(model.layers):
+        x = block(layer, x, partial(attention, i))
     return x

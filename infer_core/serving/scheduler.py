@@ -11,7 +11,7 @@ prefilled again over its prompt and the tokens it has produced (recompute) or, w
 room, with its K and V copied out and later back in (swap).
 
 What an iteration costs comes from an :class:`Executor`: :class:`NumpyExecutor` runs the model for real
-over a :class:`~infer_core.paged.PagedKVCache` and reads the clock; :class:`CostModel` predicts the time
+over a :class:`~infer_core.serving.paged.PagedKVCache` and reads the clock; :class:`CostModel` predicts the time
 of the same iteration from its shape, with a fitted linear model, on a virtual clock.
 """
 
@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from infer_core.paged import BlockTables, OutOfBlocks
+from infer_core.serving.paged import BlockTables, OutOfBlocks
 
 
 class Policy(Enum):
@@ -136,7 +136,7 @@ class Outcome:
     steps: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (features, seconds) per iteration
 
 
-def serve(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, tables: BlockTables, ex: Executor,
+def run_trace(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, tables: BlockTables, ex: Executor,
           policy: Policy, max_batch: int, preempt: Preempt = Preempt.recompute, chunk: int | None = None,
           swap_blocks: int = 0) -> Outcome:
     """Serve the trace (arrival times, prompt and output lengths) to the end; every request finishes once.

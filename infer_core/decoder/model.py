@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Protocol
 
 import numpy as np
@@ -92,7 +93,7 @@ class Layer:
 
 
 class KVCache(Protocol):
-    """What :func:`forward` and :func:`decode_step` need of a KV cache (see :mod:`infer_core.kv_cache`)."""
+    """What :func:`forward` and :func:`decode_step` need of a KV cache (see :mod:`infer_core.decoder.kv_cache`)."""
 
     def append(self, layer: int, kv: np.ndarray) -> np.ndarray:
         """Store new tokens, given as columns (batch, 2 * d_kv, new tokens); return every cached token,
@@ -202,25 +203,38 @@ def causal_attention(q: np.ndarray, kt: np.ndarray, vt: np.ndarray, offset: int)
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=3)
 
 
+def block(layer: Layer, x: np.ndarray, attention: Callable[[np.ndarray], np.ndarray],
+          out: np.ndarray | None = None) -> np.ndarray:
+    """One decoder block over rows of hidden states ``x`` (rows, d_model), as every path runs it (the full forward,
+    the cached decode step, the paged prefill and the paged decode step): the pre-norm QKV projection, the path's
+    own ``attention(qkv)`` (it stores the new K and V where that path keeps them and returns (rows, d_model)), the
+    output projection and residual (into ``out`` if given), then the feed-forward."""
+    qkv = np.dot(rms_norm(x), layer.w_qkv)  # (rows, d + 2 d_kv)
+    return feed_forward(layer, np.add(x, np.dot(attention(qkv), layer.w_o), out=out))
+
+
 def forward(model: Decoder, x: np.ndarray, cache: KVCache | None = None) -> np.ndarray:
     """Run the blocks over ``x`` (B, T, d_model) and return the hidden states (B, T, d_model).
 
     Without ``cache`` this is the full causal pass over the T tokens. With a cache (see
-    :mod:`infer_core.kv_cache`) the T tokens follow those already cached: their keys and
+    :mod:`infer_core.decoder.kv_cache`) the T tokens follow those already cached: their keys and
     values are appended and they attend over the whole cache.
     """
     s = model.shape
     b, t, d = x.shape
     hkv, g, dh = s.n_kv_heads, s.group, s.d_head
-    for i, layer in enumerate(model.layers):
-        qkv = rms_norm(x).reshape(b * t, d) @ layer.w_qkv  # (B*T, d + 2 d_kv)
+
+    def attention(i: int, qkv: np.ndarray) -> np.ndarray:
         q = qkv[:, :d].reshape(b, t, hkv, g, dh).transpose(0, 2, 3, 1, 4)
         kv = qkv[:, d:].reshape(b, t, 2 * s.d_kv).transpose(0, 2, 1)  # one column per token
         kv = kv.reshape(b, 2, hkv, dh, t) if cache is None else cache.append(i, kv)  # (B, 2, Hkv, d_head, L)
         o = causal_attention(q, kv[:, 0], kv[:, 1], offset=kv.shape[-1] - t)
-        o = o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
-        x = feed_forward(layer, x + (o @ layer.w_o).reshape(b, t, d))
-    return x
+        return o.transpose(0, 3, 1, 2, 4).reshape(b * t, d)
+
+    rows = x.reshape(b * t, d)
+    for i, layer in enumerate(model.layers):
+        rows = block(layer, rows, partial(attention, i))
+    return rows.reshape(b, t, d)
 
 
 def decode_step(model: Decoder, x: np.ndarray, cache: KVCache, out: np.ndarray | None = None) -> np.ndarray:
@@ -236,11 +250,13 @@ def decode_step(model: Decoder, x: np.ndarray, cache: KVCache, out: np.ndarray |
     b, d = x.shape
     heads = (b, s.n_kv_heads, s.group, s.d_head)  # query heads grouped by the KV head they read
     last = len(model.layers) - 1
-    for i, layer in enumerate(model.layers):
-        qkv = np.dot(rms_norm(x), layer.w_qkv)  # (B, d + 2 d_kv)
+
+    def attention(i: int, qkv: np.ndarray) -> np.ndarray:
         kv = cache.append(i, qkv[:, d:, None])  # the token's column in; (B, 2, Hkv, d_head, L) out
-        o = attend(qkv[:, :d].reshape(heads) @ kv[:, 0], kv[:, 1])  # (B, Hkv, G, d_head)
-        x = feed_forward(layer, np.add(x, np.dot(o.reshape(b, d), layer.w_o), out=out if i == last else None))
+        return attend(qkv[:, :d].reshape(heads) @ kv[:, 0], kv[:, 1]).reshape(b, d)  # (B, Hkv, G, d_head) -> rows
+
+    for i, layer in enumerate(model.layers):
+        x = block(layer, x, partial(attention, i), out=out if i == last else None)
     if out is not None and x is not out:  # the last block's feed-forward made a new array
         out[...] = x
         return out

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from infer_core.environment import blas_info, cpu_model, usable_cpus
-from infer_core.files import write_text_atomic
-from infer_core.timing import measure
+from infer_core.measure.environment import blas_info, cpu_model, usable_cpus
+from infer_core.measure.files import write_text_atomic
+from infer_core.measure.timing import measure
 
 GEMM_SIZES = (1024, 2048, 3072)
 #: The version of the kernels below, part of a cached measurement's key: 2 reads with a BLAS dot product

@@ -4,7 +4,7 @@ Every request arrives at once and is served first come, first served, one token 
 prompt enters at admission). A contiguous policy reserves one region per request in a first-fit arena of
 ``budget`` token slots: the model's maximum length (the systems before vLLM), the request's final length
 rounded up to a power of two, or exactly its final length (an oracle). ``paged`` takes blocks of
-``block_size`` slots as the sequence grows (:class:`~infer_core.paged.BlockTables`), and when none is free
+``block_size`` slots as the sequence grows (:class:`~infer_core.serving.paged.BlockTables`), and when none is free
 preempts the request admitted last (freed, prefilled again later).
 
 At every step the reserved slots split into token states (slots holding a token), reservation (slots this
@@ -20,7 +20,7 @@ from enum import Enum
 
 import numpy as np
 
-from infer_core.paged import BlockTables, OutOfBlocks
+from infer_core.serving.paged import BlockTables, OutOfBlocks
 
 
 class Allocation(Enum):
@@ -167,7 +167,7 @@ def simulate(prompt: np.ndarray, output: np.ndarray, policy: Allocation, budget:
 
 def sharing(prompt: np.ndarray, output: np.ndarray, n: int, block_size: int) -> tuple[int, int]:
     """Blocks held, summed over every generation step of every request, by ``n`` samples of each request that
-    share its prompt's blocks (fork, copy-on-write: :class:`~infer_core.paged.BlockTables`) and by ``n``
+    share its prompt's blocks (fork, copy-on-write: :class:`~infer_core.serving.paged.BlockTables`) and by ``n``
     samples that each hold their own copy: (shared, unshared)."""
     shared = unshared = 0
     for p, o in zip(prompt.tolist(), output.tolist(), strict=True):
