@@ -46,7 +46,7 @@ def _row(use: MemoryUse) -> dict[str, float]:
 
 def run(cfg: MemConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     """Every policy of ``cfg.policies`` (paged once per block size), then the sharing rows."""
-    trace = make_trace(seed, cfg.n_requests, cfg.prompt_len, cfg.output_len, cfg.lengths, cfg.spread, cfg.max_len)
+    trace = make_trace(seed, cfg.n_requests, *cfg.means, cfg.lengths, cfg.spread, cfg.max_len)
     common = {"budget_tokens": cfg.budget_tokens, "bytes_per_token": cfg.bytes_per_token,
               "trace_mean_prompt": float(trace.prompt.mean()), "trace_mean_output": float(trace.output.mean())}
     rows = []

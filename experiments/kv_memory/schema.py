@@ -51,10 +51,8 @@ class MemConfig(LengthKnobs):
         if self.dataset is Dataset.custom:
             require(self.prompt_len is not None and self.output_len is not None,
                     f"{KEY}.dataset=custom needs {KEY}.prompt_len and {KEY}.output_len")
-        else:
-            self.prompt_len = self.prompt_len or DATASETS[self.dataset.value][0]
-            self.output_len = self.output_len or DATASETS[self.dataset.value][1]
-        require_positive(KEY, self, "prompt_len", "output_len")
+        require(all(n is None or n >= 1 for n in (self.prompt_len, self.output_len)),
+                f"{KEY}.prompt_len={self.prompt_len} and {KEY}.output_len={self.output_len} must be >= 1, or null")
         require(self.model in PRESETS, f"{KEY}.model={self.model!r} is not a known shape: choose one of "
                                        f"{', '.join(PRESETS)}")
         require(self.budget_gib > 0, f"{KEY}.budget_gib={self.budget_gib} must be > 0")
@@ -71,6 +69,12 @@ class MemConfig(LengthKnobs):
     def inactive(self) -> frozenset[str]:
         skip = self.lengths_inactive() | (set() if self.samples else {"sharing_block_size", "sharing_requests"})
         return frozenset(skip | (set() if Allocation.paged in self.policies else {"block_sizes"}))
+
+    @property
+    def means(self) -> tuple[int, int]:
+        """Mean prompt and output tokens: the knobs', else the dataset's (read when the trace is drawn)."""
+        prompt, output = DATASETS.get(self.dataset.value, (None, None))
+        return int(self.prompt_len or prompt), int(self.output_len or output)
 
     @property
     def bytes_per_token(self) -> int:

@@ -41,8 +41,9 @@ COLUMNS = (
     Column("bandwidth_gbps", "GB/s", "the machine's memory roof: best of copy and read-only bandwidth"),
     Column("roofline_gflops", "GFLOP/s", "min(peak, intensity × bandwidth)"),
     Column("pct_of_roofline", "%", "gflops / roofline_gflops", kind="measurement"),
-    Column("ridge_point", "FLOP/B", "peak / bandwidth: the intensity where the two roofs meet"),
-    Column("bound", "", "`compute` or `bandwidth`: which roof limits this product"),
+    Column("ridge_point", "FLOP/B", "peak / bandwidth: the intensity where the two roofs meet (of the measured "
+                                    "machine)", kind="measurement"),
+    Column("bound", "", "`compute` or `bandwidth`: which roof limits this product", kind="measurement"),
     Column("above_roofline", "", "True above 110% of the roofline: the machine reference is stale or foreign",
            kind="measurement"),
     Column("max_rel_err_vs_ref", "", "max |Y − Y₆₄| / max |Y₆₄| against a float64 product"),
