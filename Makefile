@@ -1,6 +1,7 @@
 # make demo: fresh venv, install what the demo needs (no engine), run the demo sweeps, write their report.
 # make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests.
 # make engine: the engine sweep (llama.cpp on the TinyLlama-1.1B shape in eight weight types) and its report.
+# make quality: the real SmolLM2-135M on real text, KV-cache types against the f16 cache by depth, and its report.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 LLAMA_CMAKE := CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8 $$CMAKE_ARGS"
 NO_AMX := $(PY) -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' in llama_cpp.llama_print_system_info().decode())"
 
-.PHONY: demo test engine lint bench clean
+.PHONY: demo test engine quality lint bench clean
 
 $(BASE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ demo: $(BASE)
 engine: $(STAMP)
 	dir=outputs/sweeps/engine-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
 	$(PY) experiments/run.py sweep=engine_formats hydra.sweep.dir=$$dir/engine_formats || status=1; \
+	$(PY) experiments/report.py $$dir || exit 1; exit $$status
+
+quality: $(STAMP)
+	dir=outputs/sweeps/quality-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
+	$(PY) experiments/run.py sweep=quality_kv_cache hydra.sweep.dir=$$dir/quality_kv_cache || status=1; \
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 test: $(STAMP)

@@ -144,7 +144,7 @@ def test_bad_input_is_one_line_naming_the_key(tmp_path, machine_file):
     cut.write_bytes(good.read_bytes()[: good.stat().st_size - 1000])
     _other_arch(tmp_path / "gpt2.gguf")
     cases = {
-        "engine.model='gpt-5' is not a known shape": ["engine.model=gpt-5"],
+        "engine.model='gpt-5' is not a known model": ["engine.model=gpt-5"],
         "engine.weights": ["engine.weights=q7_0"],
         "engine.depth + engine.n_prompt + engine.n_gen = 2100 exceeds the context of engine.model=tiny (2048":
             ["engine.depth=2000", "engine.n_prompt=64", "engine.n_gen=36"],

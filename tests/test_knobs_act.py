@@ -26,6 +26,8 @@ SMALLEST = {
                  "batch.n_requests=4", "batch.output_len=4", "batch.max_len=32", "batch.check_requests=1",
                  "batch.rate=50"],
     "serve": ["experiment=serve", "serve.n_requests=2", "serve.warmup_requests=1"],
+    "quality": ["experiment=quality", "quality.n_ctx=64", "quality.n_tokens=128", "quality.type_k=q8_0",
+                "quality.flash_attn=true", "quality.buckets=[0,16]"],
 }
 
 

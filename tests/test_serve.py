@@ -195,7 +195,7 @@ def test_the_api_key_comes_from_the_environment_and_is_written_nowhere(tmp_path,
     ("serve.concurrency=0", "serve.concurrency=0 must be >= 1"),
     ("serve.rate=-2", "serve.rate=-2.0 must be > 0"),
     ("serve.url=localhost:8000", "serve.url='localhost:8000' must start with http:// or https://"),
-    ("serve.model=huge", "serve.model='huge' is not a known shape"),
+    ("serve.model=huge", "serve.model='huge' is not a known model"),
     ("serve.lengths=uniform serve.spread=1.5", "serve.spread=1.5 must be >= 0 (and < 1 for uniform lengths)"),
 ])
 def test_bad_knobs_are_refused_naming_the_key(tmp_path, override, message):

@@ -141,9 +141,10 @@ def programmed(out: Outcome, ttft_ms: float, itl_ms: float, k: int) -> tuple[flo
 
 @pytest.mark.parametrize(("concurrency", "k", "n_requests"), [(1, 1, 100), (1, 4, 100), (16, 1, 960), (16, 4, 960)])
 def test_measured_latencies_agree_with_the_programmed_ones(concurrency, k, n_requests):
-    """TTFT, ITL and E2EL within 1 ms at the median of what the server was told to do, and no more than a fifth of
-    them off by more than 5 ms: bounds that a busy machine cannot break (with both cores kept busy by other
-    processes, 6-16% of TTFTs came 3 ms late, while the medians stayed within 0.5 ms), as it broke a p99 of 100.
+    """TTFT, ITL and E2EL within 3 ms at the median of what the server was told to do (a wrong definition is off by
+    at least one 5 ms gap), and no more than a fifth of them off by more than 10 ms: bounds a busy machine does not
+    break (with both cores busy and memory-heavy work beside it, medians came 1.7-2.5 ms late and 4-10% of TTFTs
+    more than 5 ms), as it broke a p99 of 100.
 
     At concurrency 16 the requests arrive at Poisson times at the rate that keeps about 16 in flight, capped
     at 16: a closed loop would start 16 at the same instant, and on these 2 cores the client then stamps the
@@ -172,8 +173,8 @@ def test_measured_latencies_agree_with_the_programmed_ones(concurrency, k, n_req
         err["e2el"].append(1e3 * o.e2el_s - e2el)
     for name, values in err.items():
         off = np.abs(values)
-        assert np.percentile(off, 50) <= 1.0 and np.mean(off > 5.0) <= 0.2, \
-            f"{name}: p50 {np.percentile(off, 50):.2f} ms off, {100 * np.mean(off > 5.0):.1f}% off by more than 5 ms"
+        assert np.percentile(off, 50) <= 3.0 and np.mean(off > 10.0) <= 0.2, \
+            f"{name}: p50 {np.percentile(off, 50):.2f} ms off, {100 * np.mean(off > 10.0):.1f}% off by more than 10 ms"
 
 
 @pytest.mark.parametrize("api", [Api.openai_chat, Api.ollama_generate])

@@ -9,7 +9,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import ScalarFormatter
 
 from experiments.engine.schema import KEY
 from experiments.framework.spec import Report
@@ -44,9 +43,7 @@ def pareto(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
                       xytext=(4, 6 if i % 2 else -14), textcoords="offset points")  # neighbours above and below
     mark_unstable(left, ok, "bits_per_weight", "tokens_per_s")
     left.set(yscale="log", xlabel="bits per weight (file)", ylabel="tokens/s (median)", title="Speed vs size")
-    left.yaxis.set_major_formatter(ScalarFormatter())
-    left.yaxis.set_minor_formatter(ScalarFormatter())
-    left.tick_params(axis="y", which="minor", labelsize=11)
+    left.tick_params(axis="y", which="minor", labelsize=11)  # matplotlib chooses the labelled ticks, plain numbers
     tg = ok[(ok["test"] == "tg") & ok["mean_kld_vs_f32"].notna()].copy() if "mean_kld_vs_f32" in ok else ok[:0]
     if not tg.empty:
         floor = max(float(tg["mean_kld_vs_f32"][tg["mean_kld_vs_f32"] > 0].min()) / 2, 1e-7) \

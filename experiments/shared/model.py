@@ -27,14 +27,17 @@ Weights = Enum("Weights", {name: name for name in WEIGHT_TYPES})
 PROGRESS_BYTES = 100 * 2**20
 
 
+MODEL_MEANING = ("a real model fetched once (`smollm2-135m-instruct`), a shape preset made with random weights "
+                 "(`tiny`, `tiny-qwen2`, `tinyllama-1.1b`, `qwen2.5-0.5b`, `llama-2-7b`, `llama-3-8b`), or the name "
+                 "of the shape given in `shape`")
+
+
 @dataclass
 class ModelKnobs(Knobs):
     """The model knobs of an experiment that runs a model (a subclass sets ``key``, its knobs' prefix)."""
 
     key: ClassVar[str] = ""
-    model: str = knob("tiny", "a real model fetched once (`smollm2-135m-instruct`), a shape preset made with "
-                              "random weights (`tiny`, `tiny-qwen2`, `tinyllama-1.1b`, `qwen2.5-0.5b`, `llama-2-7b`, "
-                              "`llama-3-8b`), or the name of the shape given in `shape`")
+    model: str = knob("tiny", MODEL_MEANING)
     shape: dict[str, Any] = knob({}, "a shape of your own, named by `model`: arch, d_model, n_layers, n_heads, "
                                      "n_kv_heads, d_ffn, n_vocab (and optionally tied_embeddings, rope_theta, "
                                      "norm_eps, context); empty: `model` is a preset")

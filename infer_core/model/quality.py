@@ -66,6 +66,11 @@ class TokenScores:
         same = np.argmax(logits, axis=-1) == np.argmax(base_logits, axis=-1)
         return cls(nll, nll_base, kld, np.exp(-nll) - np.exp(-nll_base), same)
 
+    def rows(self, which: slice) -> TokenScores:
+        """The scores of the tokens ``which`` selects."""
+        return TokenScores(self.nll[which], self.nll_base[which], self.kld[which], self.p_diff[which],
+                           self.same_top[which])
+
     @classmethod
     def concat(cls, parts: list[TokenScores]) -> TokenScores:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("nll", "nll_base", "kld", "p_diff",
