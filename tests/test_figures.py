@@ -27,15 +27,15 @@ SWEEPS = {
     "matmul_ops": ["experiment=matmul", "mmcase=qkv_decode", *FAST_BENCH, *MACHINE],
     "engine": ["experiment=engine", "engine.weights=f32,q4_0", "engine.model=tiny", "engine.n_prompt=48",
                "engine.n_gen=12", "engine.n_check=40", "engine.type_k=f32", "engine.type_v=f32"],
-    "attention": ["experiment=attention", "attn.impl=naive,flash", "attn.seq_len=100,300", "attn.d_head=16",
+    "attention": ["experiment=attention", "attn.impl=naive,flash", "attn.seq_len=64,160", "attn.d_head=16",
                   "attn.n_heads=4", "attn.n_kv_heads=2", "attn.check_rows=64", "attn.block_q=32", "attn.block_k=48",
                   *FAST_BENCH],
     "kv_memory": ["experiment=kv_memory", "mem.dataset=sharegpt", "mem.n_requests=60", "mem.block_sizes=[1,16]",
                   "mem.samples=[2,4]", "mem.sharing_requests=20"],  # one trace: one axes, its legend below it
     "batching": ["experiment=batching", "batch.policy=static,continuous", "batch.cost=measured,model",
-                 "batch.d_model=64", "batch.n_heads=4", "batch.n_kv_heads=2", "batch.d_ffn=96", "batch.n_requests=12",
-                 "batch.output_len=10", "batch.max_len=64", "batch.calibration_requests=8",
-                 "batch.check_requests=12"],
+                 "batch.d_model=64", "batch.n_heads=4", "batch.n_kv_heads=2", "batch.d_ffn=96", "batch.n_requests=8",
+                 "batch.output_len=8", "batch.max_len=48", "batch.calibration_requests=6",
+                 "batch.check_requests=2"],
 }
 
 

@@ -58,16 +58,8 @@ def test_the_base_install_prints_help_and_runs_a_kv_sweep(tmp_path):
                                f"hydra.sweep.dir={tmp_path / 's'}")
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert len(list((tmp_path / "s").glob("*/point.json"))) == 2
-
-
-def test_each_point_line_says_k_of_n_and_the_time_left(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "kv.seq_len=5,6,7",
-                           "kv.d_model=16", "kv.n_heads=2", *FAST_BENCH, f"hydra.sweep.dir={tmp_path / 's'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout + proc.stderr
-    assert "[1/3] job 0: kv.seq_len=5" in out
-    assert "[2/3, about " in out and "left] job 1: kv.seq_len=6" in out and "[3/3, about " in out
+    out = sweep.stdout + sweep.stderr  # each point's line says where the sweep is and how long is left
+    assert "[1/2] job 0: kv.seq_len=5" in out and "[2/2, about " in out and "left] job 1: kv.seq_len=10" in out
 
 
 def test_the_time_left_follows_the_pace_so_far():

@@ -12,7 +12,7 @@ from experiments.quality.measure import read_text
 from experiments.shared.packaged import ModelFetchError, packaged_file
 from tests.conftest import run_app, run_report
 
-SMALL = ["experiment=quality", "quality.n_ctx=128", "quality.n_tokens=512", "quality.buckets=[0,32]"]
+SMALL = ["experiment=quality", "quality.n_ctx=128", "quality.n_tokens=256", "quality.buckets=[0,32]"]
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,13 @@ def sweep(tmp_path_factory):
 def test_a_quantized_k_cache_loses_more_than_the_f16_one(sweep):
     rows = pd.concat([pd.read_csv(p) for p in sweep.rglob("results.csv")]).set_index("quality.type_k")
     f16, q4 = rows.loc["f16"], rows.loc["q4_0"]
-    assert (rows["chunks"] == 4).all() and (rows["scored_tokens"] == 4 * 63).all()  # 512 // 128, 63 scored each
+    assert (rows["chunks"] == 2).all() and (rows["scored_tokens"] == 2 * 63).all()  # 256 // 128, 63 scored each
     assert (rows["text_sha256"] == hashlib.sha256(read_text("pydoc").encode()).hexdigest()).all()
     assert 3 < f16["ppl_base"] < 100 and f16["ppl_base"] == pytest.approx(q4["ppl_base"])  # one base, real text
     assert q4["mean_kld"] > 3 * f16["mean_kld"] and q4["same_top"] < f16["same_top"]
     assert 0 <= f16["mean_kld"] < 0.01 and abs(f16["ppl_ratio"] - 1) < 0.02
     depth = pd.read_csv(next(p for p in sweep.rglob("depth.csv") if "q4_0" in str(p)))
-    assert list(depth["first_position"]) == [0, 32] and list(depth["tokens"]) == [4 * 32, 4 * 95]
+    assert list(depth["first_position"]) == [0, 32] and list(depth["tokens"]) == [2 * 32, 2 * 95]
 
 
 def test_the_report_prints_the_statistics_and_the_depth_figure(sweep):

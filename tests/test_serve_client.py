@@ -139,7 +139,7 @@ def programmed(out: Outcome, ttft_ms: float, itl_ms: float, k: int) -> tuple[flo
     return ttft_ms, [k * itl_ms] * (n_chunks - 1), ttft_ms + (n_chunks - 1) * k * itl_ms
 
 
-@pytest.mark.parametrize(("concurrency", "k", "n_requests"), [(1, 1, 100), (1, 4, 100), (16, 1, 960), (16, 4, 960)])
+@pytest.mark.parametrize(("concurrency", "k", "n_requests"), [(1, 1, 100), (1, 4, 100), (16, 1, 480), (16, 4, 480)])
 def test_measured_latencies_agree_with_the_programmed_ones(concurrency, k, n_requests):
     """TTFT, ITL and E2EL within 3 ms at the median of what the server was told to do (a wrong definition is off by
     at least one 5 ms gap), and no more than a fifth of them off by more than 10 ms: bounds a busy machine does not
@@ -148,8 +148,7 @@ def test_measured_latencies_agree_with_the_programmed_ones(concurrency, k, n_req
 
     At concurrency 16 the requests arrive at Poisson times at the rate that keeps about 16 in flight, capped
     at 16: a closed loop would start 16 at the same instant, and on these 2 cores the client then stamps the
-    last of 16 simultaneous first chunks 2-4 ms late (its own queue, not the server's). 960 requests: a stall of
-    the VM delays every stream in flight at once, and the p99 of fewer requests was one such stall."""
+    last of 16 simultaneous first chunks 2-4 ms late (its own queue, not the server's)."""
     ttft_ms, itl_ms = 20.0, 5.0
     rng = np.random.default_rng(0)
     lengths = rng.integers(8, 17 if concurrency == 1 else 49, n_requests)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import LogFormatter, LogFormatterSciNotation
@@ -49,6 +50,18 @@ class PlainLogFormatter(LogFormatter):
 
     def __call__(self, x: float, pos: int | None = None) -> str:
         return plain(x) if super().__call__(x, pos) else ""
+
+    def set_locs(self, locs: object = None) -> None:
+        """matplotlib's choice, except that an axis where it would label fewer than two ticks (64 to 160: only
+        100) labels every tick between the powers of ten."""
+        super().set_locs(locs)
+        low, high = sorted(self.axis.get_view_interval())
+        if self._sublabels is None or low <= 0:
+            return
+        shown = {round(c * 10.0**d, 9) for d in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+                 for c in self._sublabels if low <= c * 10.0**d <= high}
+        if len(shown) < 2:
+            self._sublabels = set(range(1, 11))
 
 
 def legend_below(fig: plt.Figure, handles: list, labels: list[str], ncol: int, fontsize: float = 11) -> None:
