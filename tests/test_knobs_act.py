@@ -47,13 +47,23 @@ def watched(knobs: object) -> tuple[object, set[str]]:
     return spy, seen
 
 
+@pytest.fixture(scope="module")
+def machine_file(tmp_path_factory):
+    """A small machine reference, measured once for every point that reads one (the default sizes take 20 s)."""
+    from infer_core.measure.machine import measure_machine, reference
+
+    path = tmp_path_factory.mktemp("machine") / "machine.json"
+    reference(path, measure_fn=lambda: measure_machine((64,), 4 * 2**20))
+    return path
+
+
 @pytest.mark.parametrize("name", sorted(SMALLEST))
-def test_every_active_knob_is_read_by_the_point(name, tmp_path):
+def test_every_active_knob_is_read_by_the_point(name, machine_file):
     assert set(SMALLEST) == set(EXPERIMENTS)  # every experiment has its smallest point here
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(spawn())[0] if name == "serve" else None  # a server only where one is asked
         args = [*SMALLEST[name], *([f"serve.url={url}"] if url else []), *FAST_BENCH,
-                f"bench.machine_file={tmp_path / 'machine.json'}"]
+                f"bench.machine_file={machine_file}"]
         point = validate(composed(*args), EXPERIMENTS)
         knobs, seen = watched(point.knobs)
         results = point.experiment.run(knobs, point.bench, point.seed)
