@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.shared.llama_build import check_build
+from experiments.shared.llama_build import CACHE_TYPE_IDS, check_build
 
-#: ggml's type ids for the KV cache types (``enum ggml_type``).
-CACHE_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 #: Bytes per cached element of each KV cache type: 32-value blocks of 34 (q8_0) and 18 (q4_0) bytes.
 CACHE_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, ConfigError, VariantResult
-from experiments.quality.schema import CACHE_TYPE_IDS, KEY, QualityConfig
-from experiments.shared.llama_build import check_build
+from experiments.quality.schema import KEY, QualityConfig
+from experiments.shared.llama_build import CACHE_TYPE_IDS, check_build
 from experiments.shared.model import model_file
 from infer_core.model.quality import DP_PERCENTILES, KLD_PERCENTILES, TokenScores, chunks, scored_positions, summarize
 

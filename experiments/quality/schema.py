@@ -20,9 +20,6 @@ class CacheType(Enum):
     q4_0 = "q4_0"
 
 
-#: ggml's type ids of the cache types (``enum ggml_type``).
-CACHE_TYPE_IDS = {"f16": 1, "q4_0": 2, "q8_0": 8}
-
 
 @dataclass
 class QualityConfig(ModelKnobs):

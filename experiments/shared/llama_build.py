@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: ggml's type ids of llama.cpp's KV-cache element types (``enum ggml_type``), for every experiment that sets them.
+CACHE_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
+
 #: How to rebuild llama-cpp-python without llama.cpp's AMX kernels (the Makefile builds it so).
 REBUILD = ('pip cache remove llama_cpp_python; CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 '
            '-DCMAKE_CXX_FLAGS=-mno-amx-int8" pip install --force-reinstall --no-deps llama-cpp-python=={version}')
