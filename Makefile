@@ -1,7 +1,7 @@
 # make demo: fresh venv, install what the demo needs (no engine), run the demo sweeps, write their report.
 # make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests.
 # make engine: the engine sweep (llama.cpp on the TinyLlama-1.1B shape in eight weight types) and its report.
-# make quality: the real SmolLM2-135M on real text, KV-cache types against the f16 cache by depth, and its report.
+# make quality: the real SmolLM2-135M requantized into llama-quantize's types, scored on real text with its speed, and its report.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -47,7 +47,7 @@ engine: $(STAMP)
 
 quality: $(STAMP)
 	dir=outputs/sweeps/quality-$$(date +%Y-%m-%d_%H-%M-%S); status=0; \
-	$(PY) experiments/run.py sweep=quality_kv_cache hydra.sweep.dir=$$dir/quality_kv_cache || status=1; \
+	$(PY) experiments/run.py sweep=quality_formats hydra.sweep.dir=$$dir/quality_formats || status=1; \
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 test: $(STAMP)

@@ -33,8 +33,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from benchmarks.table import Figure, Table
-from experiments.engine.llamacpp import CACHE_TYPE_BYTES, LlamaCpp
 from experiments.engine.numpy_engine import NumpyEngine
+from experiments.shared.llamacpp import CACHE_TYPE_BYTES, LlamaCpp
 from infer_core.measure.environment import usable_cpus
 from infer_core.measure.machine import reference
 from infer_core.measure.timing import measure

@@ -67,7 +67,7 @@ def main() -> int:
 
 
 def k_quants(table: Table, args: argparse.Namespace) -> None:
-    from experiments.engine.llamacpp import ggml_library, ggml_quantize
+    from experiments.shared.llamacpp import ggml_library, ggml_quantize
     from infer_core.measure.environment import usable_cpus
     from infer_core.quant import dequantize_gguf, error_metrics
 

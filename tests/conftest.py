@@ -25,6 +25,15 @@ def run_app(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.Co
     )
 
 
+def run_apps(*arg_lists: list[str], timeout: float = 400, at_once: int = 2) -> list[subprocess.CompletedProcess]:
+    """``run_app`` for each list of arguments, ``at_once`` of them at a time (a fixture's independent sweeps: each
+    is mostly one interpreter starting and one thread computing); the finished processes in the lists' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(lambda args: run_app(*args, timeout=timeout), arg_lists))
+
+
 def run_report(*args: str) -> subprocess.CompletedProcess:
     """``python experiments/report.py ARGS`` with the test's interpreter; returns the finished process."""
     return subprocess.run([sys.executable, str(ROOT / "experiments" / "report.py"), *args], capture_output=True,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from llama_cpp import Llama
 
+from experiments.shared.llamacpp import llamacpp_quantize
 from infer_core.model import PRESETS, ModelShape, load_gguf, write_gguf
 
 F32_CACHE = 0  # GGML type id of float32, for llama.cpp's K and V cache
@@ -41,39 +42,62 @@ def test_llamacpp_agrees_on_the_next_token_with_q8_0_weights(tmp_path):
     assert 0 < np.abs(ours - theirs).max() < 0.05 * np.abs(ours).max()
 
 
-def llamacpp_quantize(src, dst, ftype: int) -> None:
-    """Quantize ``src`` into ``dst`` with llama.cpp's own quantizer (``llama_model_quantize``)."""
-    import ctypes
-
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.nthread = ftype, 2
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
-
-
 def tensor_types(path) -> dict[str, str]:
     from gguf import GGUFReader
 
     return {t.name: t.tensor_type.name.lower() for t in GGUFReader(path).tensors}
 
 
-#: 12 layers of width 256, so K-quant rows fit and use_more_bits picks layers 0, 3, 6, 9, 10, 11; the tied
-#: qwen2 shape's 128-wide rows exercise llama.cpp's fallbacks (Q4_K to Q5_0, Q6_K to Q8_0) instead.
-MIX_SHAPES = {"llama, 12 layers": ModelShape("llama", 256, 12, 4, 2, 512, 512, context=512),
-              "qwen2, tied, 128 wide": PRESETS["tiny-qwen2"]}
+#: 16 layers of width 256 so that K-quant rows fit: use_more_bits picks layers 0, 1, 4, 7, 10, 13, 14, 15 and the
+#: first sixteenth and eighth differ; 2 query heads per KV head, then 4 (Q2_K raises attn_v by that ratio); the
+#: tied qwen2 shape's 128-wide rows exercise llama.cpp's fallbacks (Q4_K to Q5_0, Q6_K to Q8_0, Q2_K to Q4_0).
+RECIPE_SHAPES = {"llama, 16 layers, gqa 2": ModelShape("llama", 256, 16, 4, 2, 512, 512, context=512),
+                 "llama, 16 layers, gqa 4": ModelShape("llama", 256, 16, 8, 2, 512, 512, context=512),
+                 "qwen2, tied, 128 wide": PRESETS["tiny-qwen2"]}
 
 
-@pytest.mark.parametrize("mix,ftype", [("q4_k_m", 15), ("q5_k_m", 17)])  # LLAMA_FTYPE_MOSTLY_Q4_K_M, Q5_K_M
-@pytest.mark.parametrize("label", list(MIX_SHAPES))
-def test_our_mixes_choose_the_tensor_types_llamacpps_quantizer_chooses(tmp_path, mix, ftype, label):
-    shape = MIX_SHAPES[label]
+@pytest.mark.parametrize("label", list(RECIPE_SHAPES))
+def test_every_file_type_stores_each_tensor_in_the_type_llamacpp_chooses(tmp_path, label):
+    """Each of llama-quantize's file types we write, with its recipe and with --pure: our plan (what the writer and
+    the requantizer store) against the file llama.cpp's quantizer writes from the same f32 model."""
+    from infer_core.model.gguf_io import WEIGHT_TYPES, file_plan
+    from infer_core.model.recipes import FILE_TYPES
+
+    shape = RECIPE_SHAPES[label]
     src = write_gguf(tmp_path / "f32.gguf", shape, "f32", seed=0)
-    llamacpp_quantize(src, tmp_path / "theirs.gguf", ftype)
-    ours = write_gguf(tmp_path / "ours.gguf", shape, mix, seed=0)
-    theirs = tensor_types(tmp_path / "theirs.gguf")
-    assert tensor_types(ours) == theirs
-    assert sum(t == "q6_k" for t in theirs.values()) > 0  # the mix really mixes
+    kinds = set()
+    for weights in WEIGHT_TYPES:
+        for pure in (False, True):
+            llamacpp_quantize(src, tmp_path / "theirs.gguf", FILE_TYPES[weights].ftype, pure)
+            ours = {t.name: t.kind for t in file_plan(shape, weights, pure)}
+            assert ours == tensor_types(tmp_path / "theirs.gguf"), (weights, pure)
+            kinds |= set(ours.values())
+    assert {"q6_k", "q8_0"} <= kinds  # the recipes raise tensors above their file type's base type
+
+
+def test_a_requantized_file_has_llamacpps_types_and_the_sources_metadata(tmp_path):
+    """A q4_1 source (the real model's own type) requantized into q4_k_m, as llama-quantize --allow-requantize: every
+    tensor of llama.cpp's type, the metadata copied (but the file type), a tensor already of its type (the norms) copied
+    byte for byte, and llama.cpp's logits on our file close to those on its own (both dequantize the same source)."""
+    from gguf import GGUFReader
+
+    from infer_core.model.requantize import requantize_gguf
+
+    shape = RECIPE_SHAPES["llama, 16 layers, gqa 2"]
+    src = write_gguf(tmp_path / "src.gguf", shape, "q4_1", seed=0)
+    ours = requantize_gguf(src, tmp_path / "ours.gguf", "q4_k_m", threads=2)
+    llamacpp_quantize(src, tmp_path / "theirs.gguf", 15)  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert tensor_types(ours) == tensor_types(tmp_path / "theirs.gguf")
+    a, b = GGUFReader(src), GGUFReader(ours)
+    fields = {k: f.contents() for k, f in a.fields.items() if not k.startswith("GGUF.") and k != "general.file_type"}
+    assert fields == {k: f.contents() for k, f in b.fields.items() if k in fields}
+    assert b.fields["general.file_type"].contents() == 15
+    norms = {t.name: np.asarray(t.data) for t in a.tensors if t.name.endswith("norm.weight")}
+    assert len(norms) == 2 * shape.n_layers + 1
+    assert all(np.array_equal(np.asarray(t.data), norms[t.name]) for t in b.tensors if t.name in norms)
+    tokens = [int(t) for t in np.random.default_rng(4).integers(3, shape.n_vocab, 64)]
+    mine, theirs = both(ours, tokens)[1], both(tmp_path / "theirs.gguf", tokens)[1]
+    assert (mine.argmax(axis=1) == theirs.argmax(axis=1)).mean() >= 0.9
 
 
 @pytest.mark.parametrize("q8_matrix", [False, True])

@@ -14,7 +14,7 @@ from experiments.registry import EXPERIMENTS
 from experiments.reporting import legibility, plotting
 from experiments.reporting.gather import build_report
 from experiments.serve.scripted import spawn
-from tests.conftest import FAST_BENCH, run_app
+from tests.conftest import FAST_BENCH, run_app, run_apps
 
 matplotlib.use("Agg")
 
@@ -47,12 +47,11 @@ def report(tmp_path_factory) -> tuple[Path, dict[str, list[str]], dict[str, list
     machine = root / "machine.json"
     runs = [run_app("experiment=machine", "machine.gemm_sizes=[128,256]", "machine.stream_mib=16", *MACHINE,
                     f"bench.machine_file={machine}", f"hydra.run.dir={root / 'sweeps' / 'machine'}")]
-    for name, args in SWEEPS.items():
-        runs.append(run_app("-m", *args, f"bench.machine_file={machine}", f"hydra.sweep.dir={root / 'sweeps' / name}",
-                            timeout=400))
     with spawn("--ttft-ms", "20", "--itl-ms", "4") as (url, _):
-        runs.append(run_app("-m", "experiment=serve", f"serve.url={url}", "serve.concurrency=1,4", "serve.rate=8,inf",
-                            "serve.n_requests=8", f"hydra.sweep.dir={root / 'sweeps' / 'serve'}"))
+        runs += run_apps(*[["-m", *args, f"bench.machine_file={machine}", f"hydra.sweep.dir={root / 'sweeps' / name}"]
+                           for name, args in SWEEPS.items()],
+                         ["-m", "experiment=serve", f"serve.url={url}", "serve.concurrency=1,4", "serve.rate=8,inf",
+                          "serve.n_requests=8", f"hydra.sweep.dir={root / 'sweeps' / 'serve'}"])
     assert all(r.returncode == 0 for r in runs), [r.stderr[-1500:] for r in runs if r.returncode]
     found: dict[str, list[str]] = {}
     words: dict[str, list[str]] = {}

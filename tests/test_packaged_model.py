@@ -71,11 +71,19 @@ def test_the_engine_runs_the_real_model_as_shipped(smollm2, tmp_path):
     rows = pd.read_csv(tmp_path / "results.csv")
     assert list(rows["variant"]) == ["pp32", "tg8"] and (rows["status"] == "ok").all()
     assert (rows["file_bytes"] == PACKAGED[NAME].size).all() and rows["n_params"].iloc[0] > 1e8
-    assert "engine.weights" not in rows and "engine.models_dir" not in rows  # it runs as shipped, from the cache
+    assert (rows["engine.weights"] == "source").all()  # the default for a real model: as shipped, from the cache
+    assert "engine.models_dir" not in rows and "engine.pure" not in rows
     assert (rows["top1_agree_vs_ref"] > 0.5).all()  # llama.cpp and the NumPy reference read the same weights
 
 
-def test_an_unknown_model_name_is_one_line_naming_the_real_ones(tmp_path):
-    proc = run_app("experiment=engine", "engine.model=smollm3", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 1 and "engine.model='smollm3' is not a known model" in proc.stderr
+@pytest.mark.parametrize("key", ["engine", "quality", "serve"])
+def test_an_unknown_model_name_is_one_line_naming_the_real_ones(tmp_path, key):
+    proc = run_app(f"experiment={key}", f"{key}.model=smollm3", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1 and f"{key}.model='smollm3' is not a known model" in proc.stderr
     assert NAME in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_source_weights_need_a_real_model_or_a_file(tmp_path):
+    proc = run_app("experiment=engine", "engine.model=tiny", "engine.weights=source", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "engine.weights=source runs a real model or a file as it is; engine.model=tiny is made here" in proc.stderr

@@ -12,19 +12,18 @@ repeat on both rows.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from experiments.engine.fidelity import compare
-from experiments.engine.llamacpp import CACHE_TYPE_BYTES, LlamaCpp
 from experiments.engine.numpy_engine import NumpyEngine
 from experiments.engine.schema import KEY, Backend, EngineConfig
 from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
 from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
+from experiments.shared.llamacpp import CACHE_TYPE_BYTES, LlamaCpp, rates, time_test
 from experiments.shared.model import model_file, read_model
 from infer_core.model import ModelShape, load_gguf
 from infer_core.model.counts import kv_bytes_per_token, prompt_flops, weight_bytes_per_token
@@ -141,21 +140,11 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
 
 def _time(engine: LlamaCpp | NumpyEngine, test: str, tokens: np.ndarray, size: int, cfg: EngineConfig,
           shape: ModelShape, stored: list[StoredTensor], common: dict, bench: BenchConfig) -> VariantResult:
-    start = time.perf_counter()
-    batches = engine.batches(tokens, size)
-
-    def once() -> None:
-        engine.keep(cfg.depth)
-        engine.run(batches)
-
-    timing = bench.measure(once, start)
+    timing = time_test(engine, tokens, size, cfg.depth, bench)
     n = len(tokens)
-    rates = n / timing.per_call_s
     stats = timing.stats()
-    metrics = {"test": test, "n_tokens": n, "tokens_per_s": float(np.median(rates)),
-               "tokens_per_s_std": float(rates.std(ddof=1)) if len(rates) > 1 else 0.0,
-               "tokens_per_s_q1": float(np.percentile(rates, 25)), "tokens_per_s_q3": float(np.percentile(rates, 75)),
-               **{k: v for k, v in stats.items() if k in NAMES}, **common}
+    metrics = {"test": test, "n_tokens": n, **rates(timing, n), **{k: v for k, v in stats.items() if k in NAMES},
+               **common}
     if test == "tg":
         numpy = cfg.backend is Backend.numpy  # float32 weights and cache
         kv_k, kv_v = (4.0, 4.0) if numpy else (CACHE_TYPE_BYTES[cfg.type_k.value], CACHE_TYPE_BYTES[cfg.type_v.value])

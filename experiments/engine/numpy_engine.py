@@ -13,7 +13,7 @@ from infer_core.model import load_gguf
 
 
 class NumpyEngine:
-    """A GGUF file loaded by ``load_gguf``; the interface of :class:`~experiments.engine.llamacpp.LlamaCpp`."""
+    """A GGUF file loaded by ``load_gguf``; the interface of :class:`~experiments.shared.llamacpp.LlamaCpp`."""
 
     def __init__(self, path: str | Path, threads: int) -> None:
         start = time.perf_counter()

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import ClassVar
 
 from experiments.framework.spec import knob, require, require_positive
+from experiments.shared.llamacpp import CacheType
 from experiments.shared.model import ModelKnobs, Weights
 
 __all__ = ["KEY", "Backend", "CacheType", "EngineConfig", "Weights"]
@@ -23,15 +24,6 @@ LLAMACPP_ONLY = frozenset({"n_batch", "n_ubatch", "flash_attn", "type_k", "type_
 class Backend(Enum):
     llamacpp = "llamacpp"  # llama.cpp through llama-cpp-python
     numpy = "numpy"  # infer_core's reference forward on the dequantized weights (float32)
-
-
-class CacheType(Enum):
-    """Element type of llama.cpp's K or V cache."""
-
-    f32 = "f32"
-    f16 = "f16"
-    q8_0 = "q8_0"
-    q4_0 = "q4_0"
 
 
 @dataclass

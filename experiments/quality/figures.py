@@ -1,5 +1,6 @@
-"""The quality experiment's part of the report: perplexity and the comparison statistics, and KL divergence by
-position in the context for each KV-cache type."""
+"""The quality experiment's part of the report: perplexity and the comparison statistics as llama-perplexity prints
+them, the Pareto figure of speed against quality with the choice a KLD budget gives, and KL divergence by position in
+the context for each KV-cache type."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from experiments.framework.spec import Report
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import label_points, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 
@@ -22,7 +23,50 @@ def _depth(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+SPEEDS = {"tg_tokens_per_s": "tg: generated tokens/s", "pp_tokens_per_s": "pp: prompt tokens/s"}
+QUALITIES = {"mean_kld": "mean KL divergence from the source [nats]", "ppl_ratio": "PPL / PPL(source)"}
+
+
+def front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The points no other point beats on both axes (a lower ``x`` and a higher ``y``), by rising ``x``."""
+    best, keep = -float("inf"), []
+    for i, row in points.sort_values([x, y], ascending=[True, False]).iterrows():
+        if row[y] > best:
+            best = row[y]
+            keep.append(i)
+    return points.loc[keep]
+
+
+def pareto(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    """Speed (pp, tg) against quality (mean KLD, PPL ratio): every choice of the report, the front drawn."""
+    ok = df[df["status"] == "ok"]
+    speeds = [c for c in SPEEDS if c in ok and ok[c].notna().any()]
+    if len(ok) < 2 or not speeds:
+        return []
+    theme()
+    fig, axes = plt.subplots(len(speeds), 2, figsize=(15, 6.5 * len(speeds)), squeeze=False)
+    for row, speed in zip(axes, speeds, strict=True):
+        for ax, (quality, xlabel) in zip(row, QUALITIES.items(), strict=True):
+            points = ok[[quality, speed, "variant"]].dropna()
+            ax.scatter(points[quality], points[speed], s=60, zorder=3)
+            best = front(points, quality, speed)
+            ax.step(best[quality], best[speed], where="post", color="tab:red", lw=1.5, alpha=0.7,
+                    label="Pareto front: nothing both faster and closer to the source")
+            if quality == "mean_kld":
+                ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
+                ax.set_xlim(left=0)
+            ax.set(xlabel=xlabel, ylabel=SPEEDS[speed])
+            ax.legend(fontsize=10, loc="lower left")
+            label_points(ax, list(points[[quality, speed, "variant"]].itertuples(index=False, name=None)))
+    fig.suptitle("Speed against quality: each point a choice of weights × KV cache × flash attention", fontsize=15)
+    return [("Speed against quality", save_figure(fig, out / "quality_pareto.png"))]
+
+
 def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    return pareto(df, out) + depth_plot(df, out)
+
+
+def depth_plot(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     depth = _depth(df)
     if depth.empty or depth["first_position"].nunique() < 2:
         return []
@@ -32,7 +76,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         part = part.sort_values("first_position")
         mid = (part["first_position"] + part["last_position"]) / 2
         ax.plot(mid, part["mean_kld"].clip(lower=1e-7), "o-", label=variant)
-    ax.set(xlabel="position in the context (bucket middle)", ylabel="mean KL divergence from the f16 cache [nats]",
+    ax.set(xlabel="position in the context (bucket middle)", ylabel="mean KL divergence from the source [nats]",
            yscale="log", title="What a quantized KV cache loses, by depth in the context")
     ax.legend(fontsize=11)
     return [("KL divergence by depth", save_figure(fig, out / "quality_depth.png"))]
@@ -43,15 +87,21 @@ def sections(df: pd.DataFrame) -> str:
     if ok.empty:
         return ""
     table = pd.DataFrame({
-        "cache": ok["variant"],
+        "choice": ok["variant"],
         "PPL": ok["ppl"].map("{:.4f}".format) + " ± " + ok["ppl_err"].map("{:.4f}".format),
         "PPL(Q)/PPL(base)": ok["ppl_ratio"].map("{:.5f}".format) + " ± " + ok["ppl_ratio_err"].map("{:.5f}".format),
         "mean KLD": ok["mean_kld"].map("{:.6f}".format) + " ± " + ok["mean_kld_err"].map("{:.6f}".format),
         "RMS Δp": ok["rms_dp"].map(lambda v: f"{100 * v:.3f}%"),
         "same top": ok["same_top"].map(lambda v: f"{100 * v:.2f}%")})
-    lines = ["### As llama-perplexity prints it", "", markdown_table(table), "",
+    source = ok["source_weights"].iloc[0] if "source_weights" in ok else "?"
+    lines = ["### As llama-perplexity prints it", "",
+             f"The source (the model as it is, its matrices in {source}, with an f16 KV cache) has perplexity "
+             f"**{ok['ppl_base'].iloc[0]:.4f} ± {ok['ppl_base_err'].iloc[0]:.4f}** on this text; every other figure "
+             f"is relative to it. A source that is itself quantized understates what the types above its own bits "
+             f"lose: against a {source} source, q8_0 and q6_k mostly measure how well they copy {source}'s errors.",
+             "", markdown_table(table), "",
              f"Text: {int(ok['text_tokens'].iloc[0])} tokens (SHA-256 `{str(ok['text_sha256'].iloc[0])[:16]}…`), "
-             f"{int(ok['scored_tokens'].iloc[0])} scored. The base is the same file with an f16 KV cache.", ""]
+             f"{int(ok['scored_tokens'].iloc[0])} scored.", "", *budget(ok), ""]
     depth = _depth(df)
     if not depth.empty:
         first, last = depth["first_position"].min(), depth["first_position"].max()
@@ -65,5 +115,28 @@ def sections(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-REPORT = Report(headline=("ppl", "ppl_err", "ppl_ratio", "mean_kld", "p99_kld", "rms_dp", "same_top", "eval_s"),
+def budget(ok: pd.DataFrame) -> list[str]:
+    """The fastest choice and the smallest file whose mean KLD is within ``quality.max_kld``."""
+    limit = float(ok["quality.max_kld"].iloc[0]) if "quality.max_kld" in ok else 0.05
+    within = ok[ok["mean_kld"] <= limit]
+    lines = [f"### Within a KLD budget of {limit:g} nats (quality.max_kld)", ""]
+    if within.empty:
+        return [*lines, f"No choice of this report keeps its mean KLD within {limit:g}; the closest is "
+                        f"{ok.loc[ok['mean_kld'].idxmin(), 'variant']} ({ok['mean_kld'].min():.4f})."]
+    rows = []
+    for column, what in (("tg_tokens_per_s", "fastest generation"), ("pp_tokens_per_s", "fastest prompt")):
+        if column in within and within[column].notna().any():
+            best = within.loc[within[column].idxmax()]
+            rows.append({"the choice": what, "is": best["variant"], "speed": f"{best[column]:.1f} t/s",
+                         "mean KLD": f"{best['mean_kld']:.4f}", "file": f"{best['file_bytes'] / 2**20:.1f} MiB"})
+    if "file_bytes" in within:
+        best = within.loc[within["file_bytes"].idxmin()]
+        rows.append({"the choice": "smallest file", "is": best["variant"],
+                     "speed": f"{best['tg_tokens_per_s']:.1f} t/s" if "tg_tokens_per_s" in best else "",
+                     "mean KLD": f"{best['mean_kld']:.4f}", "file": f"{best['file_bytes'] / 2**20:.1f} MiB"})
+    return [*lines, markdown_table(pd.DataFrame(rows))]
+
+
+REPORT = Report(headline=("ppl", "ppl_err", "ppl_ratio", "mean_kld", "p99_kld", "rms_dp", "same_top", "file_bytes",
+                          "pp_tokens_per_s", "tg_tokens_per_s"),
                 plots=plots, sections=sections)

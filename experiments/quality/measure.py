@@ -1,8 +1,9 @@
-"""The quality experiment: a model file on real text, scored as llama-perplexity scores it, in-process from
-llama.cpp's logits (no logits file): chunks of ``quality.n_ctx`` tokens, each evaluated twice, by the point's
-llama.cpp context (its KV-cache types, flash attention) and by the base (the same file, f16 cache, no flash
-attention); perplexity and the comparison statistics (:mod:`infer_core.model.quality`) over the second half of each
-chunk, and the KL divergence per position bucket over every position (``depth.csv``)."""
+"""The quality experiment: a choice of weights (a real model requantized as llama-quantize does, or as it is), KV
+cache and flash attention, on real text, scored as llama-perplexity scores it, in-process from llama.cpp's logits (no
+logits file): chunks of ``quality.n_ctx`` tokens, each evaluated twice, by the choice and by the base (the model as
+it is, f16 cache, no flash attention); perplexity and the comparison statistics (:mod:`infer_core.model.quality`)
+over the second half of each chunk, the KL divergence per position bucket over every position (``depth.csv``), and
+the choice's pp and tg speed, timed as the engine experiment times them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import itertools
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +19,32 @@ import numpy as np
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, ConfigError, VariantResult
 from experiments.quality.schema import KEY, QualityConfig
-from experiments.shared.llama_build import CACHE_TYPE_IDS, check_build
-from experiments.shared.model import model_file
+from experiments.shared.llamacpp import LlamaCpp, rates, time_test
+from experiments.shared.model import Weights, model_file, read_model, source_file
+from infer_core.model.gguf_io import StoredTensor, bits_per_weight
 from infer_core.model.quality import DP_PERCENTILES, KLD_PERCENTILES, TokenScores, chunks, scored_positions, summarize
 
 log = logging.getLogger(__name__)
 ROWS = 256  # positions scored at once: float64 log-probabilities of 256 × vocab, not of a whole chunk
 
 COLUMNS = (
+    Column("source_weights", "", "how the model as it is stores most of its matrices: every figure is relative to "
+                                 "it (a Q4_1 source understates the loss of the types above 5 bits)"),
+    Column("file_bytes", "B", "size of the file evaluated"),
+    Column("bits_per_weight", "bit", "8 × tensor bytes / weights of the file evaluated"),
+    Column("model_reused", "", "True when the requantized file was found in quality.models_dir"),
+    Column("pp_tokens_per_s", "tok/s", "pp test: median prompt tokens/s (llama-bench's pp)"),
+    Column("pp_tokens_per_s_std", "tok/s", "its standard deviation over the samples"),
+    Column("tg_tokens_per_s", "tok/s", "tg test: median generated tokens/s (llama-bench's tg)"),
+    Column("tg_tokens_per_s_std", "tok/s", "its standard deviation over the samples"),
+    Column("within_max_kld", "", "True when mean_kld <= quality.max_kld"),
     Column("text_sha256", "", "SHA-256 of the text scored (the pydoc text differs between Python versions)"),
     Column("text_tokens", "", "tokens of the whole text (the model's tokenizer, through llama.cpp)"),
     Column("chunks", "", "chunks of quality.n_ctx tokens evaluated"),
     Column("scored_tokens", "", "tokens scored: the second half of each chunk"),
     Column("ppl", "", "perplexity: exp(mean negative log-likelihood of the next token)"),
     Column("ppl_err", "", "its uncertainty, as llama-perplexity computes it"),
-    Column("ppl_base", "", "the base's perplexity (same file, f16 cache, no flash attention)"),
+    Column("ppl_base", "", "the base's perplexity (the model as it is, f16 cache, no flash attention)"),
     Column("ppl_base_err", "", "its uncertainty"),
     Column("ppl_ratio", "", "PPL / PPL(base)"),
     Column("ppl_ratio_err", "", "its uncertainty (the two log-perplexities' covariance included)"),
@@ -74,60 +87,86 @@ def read_text(spec: str) -> str:
     return text
 
 
-class Evaluator:
-    """One llama.cpp context over the file, its logits kept for every position of a chunk."""
+def bos_token(engine: LlamaCpp) -> int | None:
+    """The BOS token when the model adds one (llama-perplexity puts it first in every chunk)."""
+    probe = engine.llm.tokenize(b"a", add_bos=True, special=False)
+    return int(probe[0]) if probe and probe[0] == engine.llm.token_bos() else None
 
-    def __init__(self, path: Path, cfg: QualityConfig, type_k: str, type_v: str, flash_attn: bool) -> None:
-        import llama_cpp
 
-        check_build()
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=cfg.n_ctx, n_batch=cfg.n_ctx,
-                                   n_ubatch=min(512, cfg.n_ctx), n_threads=cfg.n_threads,
-                                   n_threads_batch=cfg.n_threads, type_k=CACHE_TYPE_IDS[type_k],
-                                   type_v=CACHE_TYPE_IDS[type_v], flash_attn=flash_attn, logits_all=True,
-                                   verbose=False)
+def main_type(stored: list[StoredTensor]) -> str:
+    """The type most of a file's matrices are stored in."""
+    return Counter(t.kind for t in stored if len(t.dims) > 1).most_common(1)[0][0]
 
-    def logits(self, chunk: np.ndarray) -> np.ndarray:
-        """(n_ctx, vocab) float32: the next-token logits at every position of ``chunk``, from an empty cache."""
-        self.llm.reset()
-        self.llm.eval(chunk.tolist())
-        return np.array(self.llm.scores[: len(chunk)], dtype=np.float32)
 
-    def bos(self) -> int | None:
-        """The BOS token when the model adds one (llama-perplexity puts it first in every chunk)."""
-        probe = self.llm.tokenize(b"a", add_bos=True, special=False)
-        return int(probe[0]) if probe and probe[0] == self.llm.token_bos() else None
+def _open(path: Path, cfg: QualityConfig, n_ctx: int, base: bool) -> LlamaCpp:
+    try:
+        return LlamaCpp(path, cfg.n_threads, n_ctx, n_batch=max(n_ctx, 512), n_ubatch=512, logits_all=True,
+                        **({} if base else {"flash_attn": cfg.flash_attn, "type_k": cfg.type_k.value,
+                                            "type_v": cfg.type_v.value}))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def variant(cfg: QualityConfig, source_weights: str) -> str:
+    """The choice a row measures: weights, then the cache when it is not the base's."""
+    weights = f"source ({source_weights})" if cfg.weights is Weights.source else cfg.weights.value
+    cache = "" if (cfg.type_k.value, cfg.type_v.value) == ("f16", "f16") else \
+        f", K {cfg.type_k.value} V {cfg.type_v.value}"
+    return weights + (" pure" if cfg.pure and cfg.weights is not Weights.source else "") + cache + \
+        (", flash" if cfg.flash_attn else "")
+
+
+def speed(engine: LlamaCpp, tokens: np.ndarray, cfg: QualityConfig, bench: BenchConfig) -> tuple[dict, dict]:
+    """pp and tg tokens/s of the choice on the text's first tokens (llama-bench's tests, from an empty cache)."""
+    metrics, timings = {}, {}
+    tests = [("pp", tokens[: cfg.n_prompt], 2048), ("tg", tokens[cfg.n_prompt: cfg.n_prompt + cfg.n_gen], 1)]
+    for test, part, size in tests:
+        if len(part):
+            timings[test] = time_test(engine, part, size, 0, bench)
+            r = rates(timings[test], len(part))
+            metrics |= {f"{test}_tokens_per_s": r["tokens_per_s"], f"{test}_tokens_per_s_std": r["tokens_per_s_std"]}
+    return metrics, timings
 
 
 def run(cfg: QualityConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
-    """Score the text with the point's cache types against the f16 base, chunk by chunk."""
-    path, _ = model_file(cfg, seed)
+    """Score the text with the point's weights and cache types against the model as it is, chunk by chunk."""
+    source, _ = source_file(cfg) if not cfg.made else model_file(cfg, seed)
+    path, reused = model_file(cfg, seed)
+    _, stored = read_model(path, KEY)
+    source_weights = main_type(read_model(source, KEY)[1])
     text = read_text(cfg.text)
-    base = Evaluator(path, cfg, "f16", "f16", False)
-    same = (cfg.type_k.value, cfg.type_v.value, cfg.flash_attn) == ("f16", "f16", False)
-    model = base if same else Evaluator(path, cfg, cfg.type_k.value, cfg.type_v.value, cfg.flash_attn)
+    n_ctx = max(cfg.n_ctx, cfg.n_prompt + cfg.n_gen)
+    base = _open(source, cfg, n_ctx, base=True)
+    same = path == source and (cfg.type_k.value, cfg.type_v.value, cfg.flash_attn) == ("f16", "f16", False)
+    model = base if same else _open(path, cfg, n_ctx, base=False)
     tokens = np.array(base.llm.tokenize(text.encode(), add_bos=True, special=False), dtype=np.int64)
-    if len(tokens) < cfg.n_ctx:
+    if len(tokens) < max(cfg.n_ctx, cfg.n_prompt + cfg.n_gen):
         raise ConfigError(f"{KEY}.text={cfg.text}: {len(tokens)} tokens, shorter than one chunk of {KEY}.n_ctx="
-                          f"{cfg.n_ctx}")
-    cut = chunks(tokens[: cfg.n_tokens], cfg.n_ctx, base.bos())
+                          f"{cfg.n_ctx} (or the {cfg.n_prompt + cfg.n_gen} tokens of the speed tests)")
+    timed, timings = speed(model, tokens, cfg, bench)
+    cut = chunks(tokens[: cfg.n_tokens], cfg.n_ctx, bos_token(base))
     pos = scored_positions(cfg.n_ctx)
     scored, depth, eval_s = [], [], 0.0
     for i, chunk in enumerate(cut):
         log.info("chunk %d of %d", i + 1, len(cut))
-        b = base.logits(chunk)
+        b = base.logits(chunk)[:-1]  # position j predicts token j + 1: the last predicts nothing in the chunk
         start = time.perf_counter()
-        q = b if model is base else model.logits(chunk)
+        q = b if model is base else model.logits(chunk)[:-1]
         eval_s += time.perf_counter() - start
         every = TokenScores.concat([TokenScores.of(q[r:r + ROWS], b[r:r + ROWS], chunk[r + 1:r + 1 + ROWS])
-                                    for r in range(0, cfg.n_ctx - 1, ROWS)])  # position j predicts token j + 1
+                                    for r in range(0, cfg.n_ctx - 1, ROWS)])
         depth.append(every)
         scored.append(every.rows(pos))  # llama-perplexity's: the second half of the chunk
+    for engine in {id(base): base, id(model): model}.values():
+        engine.close()
     stats = summarize(TokenScores.concat(scored))
-    variant = f"K {cfg.type_k.value}, V {cfg.type_v.value}" + (", flash" if cfg.flash_attn else "")
-    metrics = {"text_sha256": hashlib.sha256(text.encode()).hexdigest(), "text_tokens": len(tokens),
+    metrics = {"source_weights": source_weights, "file_bytes": path.stat().st_size,
+               "bits_per_weight": bits_per_weight(stored), "model_reused": reused, **timed,
+               "within_max_kld": bool(stats["mean_kld"] <= cfg.max_kld),
+               "text_sha256": hashlib.sha256(text.encode()).hexdigest(), "text_tokens": len(tokens),
                "chunks": len(cut), "eval_s": eval_s, **stats}
-    return [VariantResult(variant, metrics, sidecars={"depth": depth_table(depth, cfg.buckets, cfg.n_ctx)})]
+    return [VariantResult(variant(cfg, source_weights), metrics, timings=timings,
+                          sidecars={"depth": depth_table(depth, cfg.buckets, cfg.n_ctx)})]
 
 
 def depth_table(depth: list[TokenScores], buckets: list[int], n_ctx: int) -> dict[str, list]:
@@ -147,5 +186,6 @@ def depth_table(depth: list[TokenScores], buckets: list[int], n_ctx: int) -> dic
 
 def summary(results: list[VariantResult]) -> str:
     m = results[0].metrics
+    speeds = "".join(f", {t} {m[f'{t}_tokens_per_s']:.1f} t/s" for t in ("pp", "tg") if f"{t}_tokens_per_s" in m)
     return (f"{results[0].variant}: PPL {m['ppl']:.3f} ± {m['ppl_err']:.3f} over {m['scored_tokens']} tokens, "
-            f"ratio {m['ppl_ratio']:.4f}, KLD {m['mean_kld']:.5f}, same top {100 * m['same_top']:.1f}%")
+            f"ratio {m['ppl_ratio']:.4f}, KLD {m['mean_kld']:.5f}, same top {100 * m['same_top']:.1f}%{speeds}")

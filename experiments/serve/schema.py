@@ -18,7 +18,7 @@ from experiments.shared.trace import TraceKnobs, trace_knob
 from infer_core.serving.traces import Lengths
 
 KEY = "serve"
-EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "file", "threads", "n_ctx", "models_dir",
+EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "pure", "file", "threads", "n_ctx", "models_dir",
                            "startup_timeout_s"})
 
 

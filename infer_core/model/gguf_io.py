@@ -3,13 +3,9 @@ GGUF back into the NumPy reference (:func:`load_gguf`).
 
 The file holds llama.cpp's architecture metadata, a made-up vocabulary of the right size (the
 256 byte tokens, ``<unk>``, ``<s>``, ``</s>``, then fillers; no text quality is claimed), and the
-tensors. Norms and biases stay float32; every matrix is stored in the chosen type. The mixes
-``q4_k_m`` and ``q5_k_m`` choose a type per tensor as llama.cpp's quantizer does
-(``llama_tensor_get_type_impl`` in its ``src/llama-quant.cpp``): Q6_K for ``output.weight`` (and
-the embedding when tied), and for ``attn_v`` and ``ffn_down`` of the layers ``use_more_bits``
-picks; the base K-quant elsewhere. A matrix whose rows are not whole blocks of its type falls back
-as llama.cpp's ``tensor_type_fallback`` does: Q2_K/Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to Q5_1, Q6_K
-to Q8_0, and to F16 when even 32-value blocks do not fit.
+tensors. Norms and biases stay float32; each matrix is stored in the type llama-quantize gives it in
+the chosen file type (:mod:`~infer_core.model.recipes`). A real model is requantized by
+:mod:`~infer_core.model.requantize`.
 """
 
 from __future__ import annotations
@@ -23,37 +19,13 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, TokenType, quants
 
 from infer_core.measure.files import atomic_path
 from infer_core.model.forward import Model
+from infer_core.model.recipes import FILE_TYPES, tensor_type
 from infer_core.model.shapes import ARCHITECTURES, ModelShape
 from infer_core.model.weights import iter_weights, tensor_shapes
 from infer_core.quant import GGUF_FORMATS, dequantize_gguf, quantize_gguf
 
-MIXES = {"q4_k_m": "q4_k", "q5_k_m": "q5_k"}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q4_K_M (15), Q5_K_M (17)
-WEIGHT_TYPES = ("f32", "f16", *GGUF_FORMATS, *MIXES)
+WEIGHT_TYPES = tuple(FILE_TYPES)
 BYTE_TOKENS = 256
-FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
-
-
-def use_more_bits(layer: int, n_layers: int) -> bool:
-    """llama.cpp's choice of the layers that get more bits in its _M mixes: the first and last
-    eighth, and every third layer between."""
-    return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
-
-
-def tensor_type(name: str, cols: int, weights: str, shape: ModelShape) -> str:
-    """The type a matrix of ``cols`` columns is stored in, for ``weights`` (a type or a mix)."""
-    kind = MIXES.get(weights, weights)
-    if weights in MIXES:
-        if name == "output.weight" or (shape.tied_embeddings and name == "token_embd.weight"):
-            kind = "q6_k" if cols % 256 == 0 else "q8_0"
-        elif name.endswith((".attn_v.weight", ".ffn_down.weight")) and use_more_bits(int(name.split(".")[1]),
-                                                                                      shape.n_layers):
-            kind = "q6_k"
-    fmt = GGUF_FORMATS.get(kind)
-    if fmt is not None and cols % fmt.block:
-        kind = FALLBACK.get(kind, "f16")
-        if kind != "f16" and cols % GGUF_FORMATS[kind].block:
-            kind = "f16"
-    return kind
 
 
 def vocabulary(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
@@ -65,9 +37,6 @@ def vocabulary(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
     return tokens, [0.0] * 3 + [-1.0] * (n_vocab - 3), [int(t) for t in types]
 
 
-#: llama.cpp's ``llama_ftype`` of each weights choice (``general.file_type``; its loader names the mix by it).
-FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 12,
-              "q4_k": 14, "q4_k_m": 15, "q5_k": 16, "q5_k_m": 17, "q6_k": 18}
 #: Called after each tensor is written with (bytes written, bytes in all tensors).
 Progress = Callable[[int, int], None]
 
@@ -94,12 +63,19 @@ class StoredTensor:
         return int(np.prod(self.dims))
 
 
-def file_plan(shape: ModelShape, weights: str) -> list[StoredTensor]:
-    """Every tensor of the file for ``shape`` stored as ``weights``, in file order (norms and biases
-    stay float32)."""
+def check_weights(weights: str) -> None:
+    """ValueError unless ``weights`` is one of llama-quantize's file types written here."""
     if weights not in WEIGHT_TYPES:
         raise ValueError(f"weights={weights!r} must be one of {', '.join(WEIGHT_TYPES)}")
-    return [StoredTensor.planned(name, dims, "f32" if len(dims) == 1 else tensor_type(name, dims[-1], weights, shape))
+
+
+def file_plan(shape: ModelShape, weights: str, pure: bool = False) -> list[StoredTensor]:
+    """Every tensor of the file for ``shape`` stored as llama-quantize's file type ``weights`` (its recipe, or
+    every matrix in its default type when ``pure``), in file order (norms and biases stay float32)."""
+    check_weights(weights)
+    gqa = shape.n_heads // shape.n_kv_heads
+    return [StoredTensor.planned(name, dims, tensor_type(name, dims, weights, shape.n_layers, gqa,
+                                                         shape.tied_embeddings, pure))
             for name, dims in tensor_shapes(shape).items()]
 
 
@@ -108,26 +84,27 @@ def bits_per_weight(tensors: list[StoredTensor]) -> float:
     return 8 * sum(t.nbytes for t in tensors) / sum(t.n_weights for t in tensors)
 
 
-def _encode(w: np.ndarray, kind: str, threads: int) -> np.ndarray:
+def encode_tensor(w: np.ndarray, kind: str, threads: int) -> np.ndarray:
+    """float32 values stored as ``kind``: float32, float16, or GGUF block bytes (on ``threads`` threads)."""
     if kind in ("f32", "f16"):
         return w.astype(np.float32 if kind == "f32" else np.float16, copy=False)
     return quantize_gguf(w, kind, threads)
 
 
 def write_gguf(path: str | Path, shape: ModelShape, weights: str = "f32", seed: int = 0, threads: int = 1,
-               progress: Progress | None = None) -> Path:
-    """Write the model of ``shape`` with weights from ``seed`` stored as ``weights`` (f32, f16, a GGUF
-    block format or a mix, ``q4_k_m`` or ``q5_k_m``), atomically; returns the path.
+               progress: Progress | None = None, pure: bool = False) -> Path:
+    """Write the model of ``shape`` with weights from ``seed`` stored as llama-quantize's file type ``weights``
+    (``f32``, ``f16``, ``q8_0``, ``q4_k_m``, …; see :mod:`~infer_core.model.recipes`), atomically; returns the path.
 
     Tensors are made, quantized (on ``threads`` threads) and written one at a time, so memory holds
     one tensor, whatever the model's size; ``progress`` is called after each.
     """
-    plan = file_plan(shape, weights)
+    plan = file_plan(shape, weights, pure)
     total = sum(t.nbytes for t in plan)
     path = Path(path)
     with atomic_path(path) as tmp:
         w = GGUFWriter(str(tmp), shape.arch)
-        w.add_file_type(FILE_TYPES[weights])
+        w.add_file_type(FILE_TYPES[weights].ftype)
         w.add_context_length(shape.context)
         w.add_embedding_length(shape.d_model)
         w.add_block_count(shape.n_layers)
@@ -158,7 +135,7 @@ def write_gguf(path: str | Path, shape: ModelShape, weights: str = "f32", seed: 
         done = 0
         for t, (name, tensor) in zip(plan, iter_weights(shape, seed, threads), strict=True):
             assert name == t.name
-            data = _encode(tensor, t.kind, threads)
+            data = encode_tensor(tensor, t.kind, threads)
             w.write_tensor_data(data)
             done += data.nbytes
             if progress is not None:
@@ -177,7 +154,7 @@ def _field(reader: GGUFReader, key: str) -> object:
 _last_reader: list = [None, None]
 
 
-def _reader(path: Path) -> GGUFReader:
+def gguf_reader(path: Path) -> GGUFReader:
     """gguf's reader of ``path``; the last one is kept while the file is unchanged (parsing a 32000-token
     vocabulary takes seconds, and a shape is often read before the weights)."""
     stat = path.stat() if path.exists() else None
@@ -218,10 +195,12 @@ def read_gguf(path: str | Path) -> tuple[ModelShape, list[StoredTensor]]:
     """The shape and the stored tensors of a GGUF model file, without reading the weights. A file that
     is truncated, of another architecture, or lacks a tensor of its shape raises ValueError naming it."""
     path = Path(path)
-    return _read(_reader(path), path)
+    return checked_shape(gguf_reader(path), path)
 
 
-def _read(reader: GGUFReader, path: Path) -> tuple[ModelShape, list[StoredTensor]]:
+def checked_shape(reader: GGUFReader, path: Path) -> tuple[ModelShape, list[StoredTensor]]:
+    """The shape and stored tensors ``reader`` holds; ValueError naming ``path`` for a file that is foreign,
+    lacks a tensor of its shape or is cut short."""
     shape = _shape(reader, path)
     stored = [StoredTensor(t.name, tuple(int(n) for n in reversed(t.shape)), t.tensor_type.name.lower(),
                            int(t.n_bytes)) for t in reader.tensors]
@@ -239,8 +218,8 @@ def load_gguf(path: str | Path, dtype: str = "float32", threads: int = 1) -> Mod
     dequantized into ``dtype`` (on ``threads`` threads). A truncated file, another architecture or a
     missing tensor raises ValueError naming the file."""
     path = Path(path)
-    reader = _reader(path)
-    shape, _ = _read(reader, path)
+    reader = gguf_reader(path)
+    shape, _ = checked_shape(reader, path)
     weights = {}
     for t in reader.tensors:
         kind = t.tensor_type.name.lower()

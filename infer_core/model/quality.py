@@ -58,7 +58,10 @@ class TokenScores:
     @classmethod
     def of(cls, logits: np.ndarray, base_logits: np.ndarray, targets: np.ndarray) -> TokenScores:
         """From the logits (tokens, vocab) of the model and of the base at the scored positions, and the tokens
-        that followed them."""
+        that followed them: one target per row."""
+        if not len(logits) == len(base_logits) == len(targets):
+            raise ValueError(f"TokenScores.of: {len(logits)} and {len(base_logits)} rows of logits for {len(targets)} "
+                             "targets: one row per target")
         lq, lb = log_softmax(logits), log_softmax(base_logits)
         rows = np.arange(len(targets))
         nll, nll_base = -lq[rows, targets], -lb[rows, targets]

@@ -11,7 +11,8 @@ The byte layouts are llama.cpp's (``ggml-common.h``), so ``gguf.quants.dequantiz
 - ``block_q6_K`` (210 B): 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 int8 scales, fp16 d.
 
 The quantizer fits every sub-block by a small grid search over the scale with a least-squares
-refit (as llama.cpp's ``make_qkx2_quants`` / ``make_qx_quants`` do, unweighted here), then
+refit (as llama.cpp's ``make_qkx2_quants`` / ``make_qx_quants`` do: unweighted for the affine types
+Q2_K, Q4_K and Q5_K, weighted by x² for the symmetric Q3_K and Q6_K as llama.cpp weights them), then
 quantizes the sub-block scales to 6 or 8 bits and recomputes the codes with the stored scales.
 """
 
@@ -36,12 +37,14 @@ _PAD = 16
 #: Scales tried per sub-block and format: ``iscale = (nmax + delta) / span`` (affine) or
 #: ``−(nmax + delta) / peak`` (symmetric) for each delta, each refitted by least squares, then one
 #: refinement from the best. llama.cpp tries 21 evenly spaced deltas over [−1, 1] (Q4_K, Q5_K; Q2_K
-#: 16) or 19 over [−0.9, 0.9] (Q3_K, Q6_K). These few, placed where the best fits fall, keep the
-#: SQNR above llama.cpp's on N(0, 1), Student-t(3 and 5) and Laplace rows (by 0.01-0.04 dB for Q4_K,
-#: 0.02-0.07 for Q5_K, 0.09-0.4 for Q3_K and Q6_K, 0.8-1.3 for Q2_K; on uniform rows, which weights
-#: are not, Q4_K comes out 0.04 dB below). ``benchmarks/bench_quant.py`` prints both quantizers' SQNR.
+#: 16) or 19 over [−0.9, 0.9] (Q3_K, Q6_K). The affine ones (unweighted) keep the SQNR above
+#: llama.cpp's on N(0, 1), Student-t(3 and 5) and Laplace rows (by 0.01-0.04 dB for Q4_K, 0.02-0.07
+#: for Q5_K, 0.8-1.3 for Q2_K; on uniform rows, which weights are not, Q4_K comes out 0.04 dB below);
+#: the symmetric ones, weighted by x² as llama.cpp weights them, keep the weighted SQNR at or above
+#: llama.cpp's (Q3_K by 0.5-0.7 dB; Q6_K needs seven deltas to reach it). ``benchmarks/bench_quant.py``
+#: prints both quantizers' SQNR; ``benchmarks/bench_requantize.py`` the KL divergence of whole models.
 GRID = {"q2_k": (-1.0, -0.3, 0.4), "q3_k": (0.0, -0.9), "q4_k": (-0.95, -0.4, -0.05, 0.3, 0.6),
-        "q5_k": (-1.0, -0.4, 0.1, 0.6), "q6_k": (0.0, -0.9)}
+        "q5_k": (-1.0, -0.4, 0.1, 0.6), "q6_k": (0.0, -0.9, -0.6, -0.3, 0.3, 0.6, 0.9)}
 
 
 _scratch = threading.local()
@@ -158,19 +161,28 @@ def _best(err: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _fit_symmetric(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> np.ndarray:
-    """Per column: scale s with x ~ s·L, L in [−nmax, nmax−1], by a search around −nmax/max
-    (llama.cpp's ``make_qx_quants``, unweighted, all candidates at once) and one refinement."""
+    """Per column: scale s with x ~ s·L, L in [−nmax, nmax−1], by a search around −nmax/max and one
+    refinement, each candidate refitted by least squares weighted by x² (llama.cpp's ``make_qx_quants``
+    with ``rmse_type`` 1 and ``make_q3_quants`` weight each value so: the large values, which a model's
+    output depends on most, are kept closest; unweighted fits score a higher SQNR and a worse KL divergence)."""
     m = xt.shape[1]
     mx, mn = xt.max(axis=0), xt.min(axis=0)
     peak = np.where(-mn > mx, mn, mx)
-    sxx = np.einsum("ij,ij->j", xt, xt)
+    w = np.multiply(xt, xt, out=_buffer("w", xt.shape))
+    sxx = np.einsum("ij,ij->j", w, w)  # Σ w·x²
     unit = np.multiply(xt, inverse(peak), out=_buffer("unit", xt.shape))  # in [−1, 1], the peak at 1
     q = _buffer("q", xt.shape)
+    wq = _buffer("wq", xt.shape)
     factors = [np.float32(-(nmax + d)) for d in deltas]
-    sums = np.empty((3, len(factors) + 1, m), dtype=np.float32)
+    sums = np.empty((2, len(factors) + 1, m), dtype=np.float32)
+
+    def weighted_sums(i: int) -> None:
+        np.multiply(q, w, out=wq)
+        np.einsum("ij,ij->j", q, wq, out=sums[0, i])  # Σ w·L²
+        np.einsum("ij,ij->j", wq, xt, out=sums[1, i])  # Σ w·L·x
 
     def fit(k: int) -> tuple[np.ndarray, np.ndarray]:
-        sll, slx = sums[1, :k], sums[2, :k]
+        sll, slx = sums[0, :k], sums[1, :k]
         s = slx * inverse(sll)
         return s, np.where(sll > 0, sxx - s * slx, np.float32(np.inf))
 
@@ -180,12 +192,12 @@ def _fit_symmetric(xt: np.ndarray, nmax: int, deltas: tuple[float, ...]) -> np.n
             np.clip(q, np.float32(-nmax), np.float32(nmax - 1), out=q)
         else:
             np.minimum(q, np.float32(nmax - 1), out=q)
-        _code_sums(q, xt, sums[:, i])
+        weighted_sums(i)
     s, err = fit(len(factors))
     best_err, best_s = _best(err, s)
     best_s[~np.isfinite(best_err)] = (peak / np.float32(-nmax))[~np.isfinite(best_err)]
     np.clip(np.rint(np.multiply(xt, inverse(best_s), out=q), out=q), np.float32(-nmax), np.float32(nmax - 1), out=q)
-    _code_sums(q, xt, sums[:, len(factors)])
+    weighted_sums(len(factors))
     s, err = fit(len(factors) + 1)
     return np.where(err[-1] < best_err, s[-1], best_s)
 

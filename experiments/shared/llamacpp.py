@@ -1,5 +1,6 @@
-"""llama.cpp through llama-cpp-python: a loaded model file and llama-bench's tests on it, and
-ggml's own quantizer (for comparisons with ours).
+"""llama.cpp through llama-cpp-python, for every experiment that runs it (engine, quality): a loaded model file,
+llama-bench's tests on it (:func:`time_test`, :func:`rates`), its logits, and ggml's own quantizer (for comparisons
+with ours).
 
 The tests call llama.cpp as llama-bench does: ``llama_decode`` on ``llama_batch_get_one`` batches
 (positions follow the cache), a prompt in ``n_batch`` chunks, generation one token per call, and
@@ -13,14 +14,26 @@ import ctypes
 import glob
 import os
 import time
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
+from experiments.framework.bench import BenchConfig
 from experiments.shared.llama_build import CACHE_TYPE_IDS, check_build
+from infer_core.measure.timing import Timing
 
 #: Bytes per cached element of each KV cache type: 32-value blocks of 34 (q8_0) and 18 (q4_0) bytes.
 CACHE_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+class CacheType(Enum):
+    """Element type of llama.cpp's K or V cache."""
+
+    f32 = "f32"
+    f16 = "f16"
+    q8_0 = "q8_0"
+    q4_0 = "q4_0"
 
 
 class LlamaCpp:
@@ -87,6 +100,38 @@ class LlamaCpp:
         self.llm.n_tokens = 0
         self.llm.eval([int(t) for t in tokens])
         return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def time_test(engine: LlamaCpp, tokens: np.ndarray, size: int, depth: int, bench: BenchConfig) -> Timing:
+    """llama-bench's test: ``tokens`` decoded in batches of ``size`` (a prompt: ``n_batch``; generation: 1), each
+    call restarting from a cache that holds its first ``depth`` tokens, timed as ``bench`` says."""
+    start = time.perf_counter()
+    batches = engine.batches(tokens, size)
+
+    def once() -> None:
+        engine.keep(depth)
+        engine.run(batches)
+
+    return bench.measure(once, start)
+
+
+def rates(timing: Timing, n_tokens: int) -> dict[str, float]:
+    """llama-bench's figures of a test of ``n_tokens``: the median tokens/s over the samples, its standard deviation
+    (llama-bench's ±), and its quartiles."""
+    r = n_tokens / timing.per_call_s
+    return {"tokens_per_s": float(np.median(r)), "tokens_per_s_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+            "tokens_per_s_q1": float(np.percentile(r, 25)), "tokens_per_s_q3": float(np.percentile(r, 75))}
+
+
+def llamacpp_quantize(source: str | Path, path: str | Path, ftype: int, pure: bool = False, threads: int = 2) -> None:
+    """``llama-quantize --allow-requantize [--pure] source path FTYPE`` through ``llama_model_quantize`` (llama.cpp's
+    own quantizer, no importance matrix), for comparisons with ours; RuntimeError when it fails."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread, params.pure, params.allow_requantize = ftype, threads, pure, True
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(path).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama_model_quantize failed on {source} (file type {ftype})")
 
 
 def ggml_library() -> ctypes.CDLL:
