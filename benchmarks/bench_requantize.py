@@ -25,9 +25,10 @@ import numpy as np
 from gguf import GGUFReader
 
 from benchmarks.table import Figure, Table
-from experiments.quality.measure import ROWS, bos_token, read_text
+from experiments.quality.measure import ROWS, bos_token
 from experiments.shared.llamacpp import LlamaCpp, llamacpp_quantize
 from experiments.shared.packaged import packaged_file
+from experiments.shared.text import read_text
 from infer_core.measure.environment import usable_cpus
 from infer_core.model.quality import TokenScores, chunks, scored_positions, summarize
 from infer_core.model.recipes import FILE_TYPES

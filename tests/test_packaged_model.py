@@ -12,7 +12,7 @@ import pytest
 
 from experiments.shared import packaged
 from experiments.shared.packaged import PACKAGED, ModelFetchError, packaged_file
-from tests.conftest import ROOT, run_app
+from tests.conftest import ROOT, run_app, run_report
 
 NAME = "smollm2-135m-instruct"
 
@@ -87,3 +87,21 @@ def test_source_weights_need_a_real_model_or_a_file(tmp_path):
     proc = run_app("experiment=engine", "engine.model=tiny", "engine.weights=source", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "engine.weights=source runs a real model or a file as it is; engine.model=tiny is made here" in proc.stderr
+
+
+def test_a_served_real_model_is_prompted_with_real_text_and_its_answer_is_reported(smollm2, tmp_path):
+    """The embedded server on the real model: prompts cut from the pydoc text by the model's tokenizer (their
+    counts exact: the server agrees), and the report quotes one answer, detokenized."""
+    from experiments.shared.text import read_text
+
+    sweep = tmp_path / "sweep"
+    proc = run_app("-m", "experiment=serve", f"serve.model={NAME}", "serve.n_requests=2", "serve.warmup_requests=0",
+                   "serve.prompt_len=40", "serve.output_len=8", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = pd.read_csv(next(sweep.rglob("results.csv"))).iloc[0]
+    assert row["status"] == "ok" and row["probe_prompt_tokens"] == row["probe_prompt_tokens_known"] <= 40
+    assert row["sample_prompt"][-60:] in read_text("pydoc") and len(str(row["sample_output"]).strip()) > 0
+    report = run_report(str(sweep))
+    assert report.returncode == 0, report.stderr[-1500:]
+    md = (sweep / "report" / "report.md").read_text()
+    assert "#### One generated sample" in md and row["sample_prompt"][-40:].split()[-1] in md

@@ -9,8 +9,8 @@ import hashlib
 import pandas as pd
 import pytest
 
-from experiments.quality.measure import read_text
 from experiments.shared.packaged import ModelFetchError, packaged_file
+from experiments.shared.text import read_text
 from tests.conftest import run_app, run_apps, run_report
 
 SMALL = ["experiment=quality", "quality.n_ctx=128", "quality.n_tokens=256", "quality.buckets=[0,32]",

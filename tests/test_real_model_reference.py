@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.quality.measure import read_text
 from experiments.shared.llamacpp import LlamaCpp
 from experiments.shared.packaged import ModelFetchError, packaged_file
+from experiments.shared.text import read_text
 from infer_core.model import load_gguf
 from infer_core.model.quality import TokenScores, scored_positions, summarize
 from infer_core.model.requantize import requantize_gguf

@@ -13,7 +13,7 @@ from experiments.serve.client import Endpoint, Outcome, Request, run_load
 from experiments.serve.metrics import max_in_flight, summarize
 from experiments.serve.scripted import spawn
 from experiments.serve.streams import Api, MalformedStream, parser_for
-from experiments.serve.workload import prompt
+from experiments.serve.workload import Prompts, prompt
 from infer_core.serving.traces import Lengths, arrivals, draw_lengths
 
 
@@ -131,6 +131,36 @@ def test_prompts_have_the_token_count_a_tokenizer_gives():
         assert known == count(body) == max(n, 2)  # one token (BOS alone) cannot hold a letter
     body, known = prompt(rng, 12, None)
     assert known is None and len(body.split()) == 12
+
+
+def test_a_real_texts_prompts_are_stretches_of_it_with_their_exact_count():
+    """Real text cut by the model's tokenizer (here: a word is a token, and "ab" followed by "c" counts as one more
+    when joined back, so a cut and recount must trim): each prompt is a stretch of the text, counted exactly, at
+    most the tokens asked for, from seeded offsets that differ."""
+    text = ("the quick brown fox jumps over the lazy dog " * 40).split()
+    tokens = np.arange(len(text))
+
+    def count(t: str) -> int:
+        return len(t.split()) + t.count("lazy dog")  # the joined text counts one more per "lazy dog"
+
+    prompts = Prompts(count, tokens, lambda ids: " ".join(text[i] for i in ids))
+    rng = np.random.default_rng(5)
+    seen = set()
+    for n in (1, 9, 30):
+        body, known = prompts(rng, n)
+        assert known == count(body) <= n and known >= n - 2 and body in " ".join(text)
+        seen.add(body)
+    assert len(seen) == 3 and Prompts()(rng, 4)[1] is None  # no tokenizer: random words, count unknown
+
+
+def test_the_streamed_text_is_kept_as_generated():
+    for api, chunks, want in [
+        (Api.openai_completions, [{"choices": [{"text": "Hel"}]}, {"choices": [{"text": "lo"}]}], "Hello"),
+        (Api.openai_chat, [{"choices": [{"delta": {"role": "assistant"}}]}, {"choices": [{"delta": {"content": "Hi"}}]},
+                           {"choices": [{"delta": {"content": "!"}}]}], "Hi!")]:
+        parser = parser_for(api)
+        parser.feed(b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n")
+        assert "".join(parser.texts) == want
 
 
 def programmed(out: Outcome, ttft_ms: float, itl_ms: float, k: int) -> tuple[float, list[float], float]:

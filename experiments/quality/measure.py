@@ -21,6 +21,7 @@ from experiments.framework.spec import Column, ConfigError, VariantResult
 from experiments.quality.schema import KEY, QualityConfig
 from experiments.shared.llamacpp import LlamaCpp, rates, time_test
 from experiments.shared.model import Weights, model_file, read_model, source_file
+from experiments.shared.text import read_text
 from infer_core.model.gguf_io import StoredTensor, bits_per_weight
 from infer_core.model.quality import DP_PERCENTILES, KLD_PERCENTILES, TokenScores, chunks, scored_positions, summarize
 
@@ -71,22 +72,6 @@ COLUMNS = (
 )
 
 
-def read_text(spec: str) -> str:
-    """``pydoc`` (CPython's pydoc topics, sorted by topic) or a UTF-8 file's text."""
-    if spec == "pydoc":
-        from pydoc_data.topics import topics
-
-        return "".join(topics[k] for k in sorted(topics))
-    path = Path(spec)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{KEY}.text={spec}: cannot be read as UTF-8 text ({type(exc).__name__})") from None
-    if not text.strip():
-        raise ConfigError(f"{KEY}.text={spec}: the file is empty")
-    return text
-
-
 def bos_token(engine: LlamaCpp) -> int | None:
     """The BOS token when the model adds one (llama-perplexity puts it first in every chunk)."""
     probe = engine.llm.tokenize(b"a", add_bos=True, special=False)
@@ -134,7 +119,7 @@ def run(cfg: QualityConfig, bench: BenchConfig, seed: int) -> list[VariantResult
     path, reused = model_file(cfg, seed)
     _, stored = read_model(path, KEY)
     source_weights = main_type(read_model(source, KEY)[1])
-    text = read_text(cfg.text)
+    text = read_text(cfg.text, f"{KEY}.text")
     n_ctx = max(cfg.n_ctx, cfg.n_prompt + cfg.n_gen)
     base = _open(source, cfg, n_ctx, base=True)
     same = path == source and (cfg.type_k.value, cfg.type_v.value, cfg.flash_attn) == ("f16", "f16", False)

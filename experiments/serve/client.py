@@ -48,6 +48,7 @@ class Outcome:
     chunks_s: list[float] = field(default_factory=list)  # arrival of each chunk that carried tokens
     output_tokens: int = 0  # the server's count (usage), else one per token chunk
     prompt_tokens_reported: int | None = None
+    text: str = ""  # what the server generated, as streamed
     error: str = ""
 
     @property
@@ -135,6 +136,7 @@ async def send(session: aiohttp.ClientSession, ep: Endpoint, req: Request, start
         out.error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'connection lost'}"
     out.output_tokens = parser.output_tokens
     out.prompt_tokens_reported = parser.prompt_tokens
+    out.text = "".join(parser.texts)
     if not out.error and not out.chunks_s:
         out.error = "the stream ended without a token"
     return out

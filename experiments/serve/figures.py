@@ -127,7 +127,21 @@ def sections(df: pd.DataFrame) -> str:
            else "no TTFT SLO") + (f", p99 TPOT ≤ {ok[SLO_TPOT].dropna().iloc[0]:g} ms"
                                   if SLO_TPOT in ok and ok[SLO_TPOT].notna().any() else ", no TPOT SLO")
     return "\n".join(["#### Knee", "", f"{slo} (`{SLO_TTFT}`, `{SLO_TPOT}`).", "",
-                      markdown_table(pd.DataFrame(rows)), "", *notes])
+                      markdown_table(pd.DataFrame(rows)), "", *notes, *sample(ok)])
+
+
+def sample(ok: pd.DataFrame) -> list[str]:
+    """One answer as the server generated it, after the end of its prompt (real text for a real model)."""
+    if "sample_output" not in ok or ok["sample_output"].isna().all():
+        return []
+    row = ok[ok["sample_output"].notna()].iloc[0]
+
+    def quote(text: str) -> str:
+        return "> " + " ".join(str(text).split()).replace("|", "\\|")
+
+    return ["", "#### One generated sample", "", f"{row['setup']}, {row['variant']}: the prompt ended with", "",
+            quote("…" + str(row.get("sample_prompt", ""))), "", "and the server went on:", "",
+            quote(row["sample_output"]), ""]
 
 
 REPORT = Report(

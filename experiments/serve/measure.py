@@ -25,11 +25,13 @@ from experiments.serve.client import Endpoint, run_load
 from experiments.serve.redact import Redactor
 from experiments.serve.schema import KEY, Profile, ServeConfig
 from experiments.serve.server import EmbeddedServer
-from experiments.serve.workload import Counter, requests
+from experiments.serve.workload import Prompts, requests
 from experiments.shared.model import model_file, read_model
 from experiments.shared.requests import request_table
+from experiments.shared.text import read_text
 
 log = logging.getLogger(__name__)
+SAMPLE_CHARS = 300  # of the sample's prompt kept in the row
 
 COLUMNS = (
     Column("level_concurrency", "", "requests in flight at most at this level (empty: no cap); the level itself "
@@ -43,6 +45,9 @@ COLUMNS = (
     Column("server_header", "", "the `Server` header of its answers"),
     Column("probe_prompt_tokens", "", "the server's count of the probe's prompt tokens (its usage report)"),
     Column("probe_prompt_tokens_known", "", "our count of the same prompt (the embedded model's tokenizer)"),
+    Column("sample_prompt", "", "the end of one request's prompt (its last 300 characters): real text when the "
+                                "served model is real, random words otherwise"),
+    Column("sample_output", "", "what the server generated for that request, as streamed"),
     Column("model_reused", "", "embedded server: True when the model file was found in `serve.models_dir`"),
 )
 
@@ -84,15 +89,17 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
     with contextlib.ExitStack() as stack:
         common: dict = {}
         server: EmbeddedServer | None = None
-        count = None
+        prompts = Prompts()
         extra: dict = {"ignore_eos": True} if cfg.ignore_eos else {}
         name = cfg.model_name
         if cfg.url is None:
             path, reused = model_file(cfg, seed)
             shape, _ = read_model(path, KEY)
             n_ctx = cfg.n_ctx or shape.context
-            count, banned, eos = probe.vocabulary(path)
-            extra["logit_bias"] = {str(i): -100 for i in banned if cfg.ignore_eos or i != eos}
+            vocab = probe.vocabulary(path)
+            extra["logit_bias"] = {str(i): -100 for i in vocab.banned if cfg.ignore_eos or i != vocab.eos}
+            tokens = np.array(vocab.tokenize(read_text("pydoc"))) if not cfg.made else None  # a real model: real text
+            prompts = Prompts(vocab.count, tokens, vocab.detokenize)
             name = name or path.stem
             server = stack.enter_context(EmbeddedServer(path, name, n_ctx, cfg.n_threads, cfg.startup_timeout_s))
             common |= {"model_reused": reused}
@@ -107,7 +114,7 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
             headers["Authorization"] = f"Bearer {key}"
         ep = Endpoint(url, cfg.api, name or "", headers, extra, cfg.timeout_s)
         try:
-            ep, ident = probe.identify(ep, cfg, rng, count, server)
+            ep, ident = probe.identify(ep, cfg, rng, prompts, server)
         except probe.Unreachable as exc:
             death = server.died() if server is not None else None  # a crash shows first as a lost connection
             return [VariantResult(fixed_level(cfg).label if cfg.profile is Profile.fixed else "probe",
@@ -117,7 +124,7 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
             [Level("synchronous", 1, None), Level("throughput", None, None)]
         results = []
         for i, level in enumerate(levels):
-            results.append(_level(ep, cfg, level, rng, count, server, common, first=i * cfg.n_requests))
+            results.append(_level(ep, cfg, level, rng, prompts, server, common, first=i * cfg.n_requests))
             if server is not None and server.exit_code() is not None:
                 break  # the levels left would only fail to connect
             if cfg.profile is Profile.sweep and i == 1:
@@ -128,21 +135,25 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
         return results
 
 
-def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generator, count: Counter | None,
+def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generator, prompts: Prompts,
            server: EmbeddedServer | None, common: dict, first: int) -> VariantResult:
     n = cfg.n_requests + cfg.warmup_requests  # lengths are drawn for all, so the first checks the context
-    prompts, outputs = cfg.draw_lengths(rng, cfg.prompt_len, n), cfg.draw_lengths(rng, cfg.output_len, n)
+    prompt_lens, outputs = cfg.draw_lengths(rng, cfg.prompt_len, n), cfg.draw_lengths(rng, cfg.output_len, n)
     due = np.concatenate([np.zeros(cfg.warmup_requests), cfg.draw_arrivals(rng, cfg.n_requests, level.rate)])
-    if server is not None and (need := int((prompts + outputs).max())) > server.n_ctx:
+    if server is not None and (need := int((prompt_lens + outputs).max())) > server.n_ctx:
         raise ConfigError(f"a request of {need} tokens ({KEY}.prompt_len + {KEY}.output_len, as drawn) exceeds "
                           f"the context of the embedded server ({server.n_ctx} tokens, {KEY}.n_ctx)")
-    reqs = requests(rng, prompts, outputs, due, count, first)
+    reqs = requests(rng, prompt_lens, outputs, due, prompts, first)
     warm, load = reqs[:cfg.warmup_requests], reqs[cfg.warmup_requests:]
     log.info("%s: %d requests (%d warm-up)", level.label, len(load), len(warm))
     outcomes, duration, _ = run_load(ep, load, level.concurrency, warm)
     requested = level.rate if level.rate is not None else math.inf
     row = {"level_concurrency": level.concurrency, **common,
            **metrics.summarize(outcomes, duration, requested, cfg.slo_ttft_ms, cfg.slo_tpot_ms)}
+    sample = next((o for o in outcomes if o.ok and o.text.strip()), None)
+    if sample is not None:  # one answer, as the server generated it, after the end of its prompt
+        asked = next(r.prompt for r in load if r.index == sample.index)
+        row |= {"sample_prompt": asked[-SAMPLE_CHARS:], "sample_output": sample.text}
     result = VariantResult(level.label, row, sidecars={"requests": request_table(metrics.records(outcomes))})
     failed = [o for o in outcomes if not o.ok]
     if server is not None and (death := server.died(1.0 if failed else 0.0)) is not None:

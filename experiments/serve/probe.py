@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +21,7 @@ from experiments.serve.client import Endpoint, Request
 from experiments.serve.schema import KEY, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.streams import Api
-from experiments.serve.workload import Counter, prompt
+from experiments.serve.workload import Counter, Prompts
 from experiments.shared.llama_build import check_build
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,21 @@ class Unreachable(RuntimeError):
     """The server did not answer the probe: the point fails with this one line."""
 
 
-def vocabulary(path: Path) -> tuple[Counter, list[int], int]:
-    """The model's tokenizer, as a prompt token counter (the server adds BOS as it does), the tokens that
-    do not decode to printable text by themselves (control tokens, end of text, partial UTF-8 bytes), and
-    the end-of-text token."""
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """The embedded model's tokenizer: a prompt token counter (the server adds BOS as it does), ``tokenize`` and
+    ``detokenize``; the tokens that do not decode to printable text by themselves (control tokens, end of text,
+    partial UTF-8 bytes), and the end-of-text token."""
+
+    count: Counter
+    tokenize: Callable[[str], list[int]]
+    detokenize: Callable[[list[int]], str]
+    banned: list[int]
+    eos: int
+
+
+def vocabulary(path: Path) -> Vocabulary:
+    """The vocabulary of the model file ``path``, read by llama.cpp."""
     import llama_cpp
     from llama_cpp._utils import suppress_stdout_stderr
 
@@ -49,7 +61,9 @@ def vocabulary(path: Path) -> tuple[Counter, list[int], int]:
             continue
         if not text or not text.isprintable():
             banned.append(token)
-    return (lambda text: len(llm.tokenize(text.encode(), add_bos=True, special=True))), banned, llm.token_eos()
+    return Vocabulary(lambda text: len(llm.tokenize(text.encode(), add_bos=True, special=True)),
+                      lambda text: llm.tokenize(text.encode(), add_bos=False, special=False),
+                      lambda ids: llm.detokenize(ids).decode(errors="replace"), banned, llm.token_eos())
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> dict | None:
@@ -102,10 +116,10 @@ async def _identify(ep: Endpoint, req: Request, embedded: bool) -> tuple[Endpoin
                 "probe_prompt_tokens": counted, "probe_prompt_tokens_known": req.prompt_tokens}
 
 
-def identify(ep: Endpoint, cfg: ServeConfig, rng: np.random.Generator, count: Counter | None,
+def identify(ep: Endpoint, cfg: ServeConfig, rng: np.random.Generator, prompts: Prompts,
              server: EmbeddedServer | None) -> tuple[Endpoint, dict]:
     """The endpoint with its model name, and the server's identity columns; :class:`Unreachable` if it fails."""
-    text, known = prompt(rng, cfg.prompt_len, count)
+    text, known = prompts(rng, cfg.prompt_len)
     ep, ident = asyncio.run(_identify(ep, Request(-1, text, known, 1), server is not None))
     if server is not None:
         import llama_cpp

@@ -57,11 +57,12 @@ def _json(raw: bytes) -> dict:
 
 
 class Parser:
-    """Common state: token chunks seen, the server's counts, whether the stream said it ended."""
+    """Common state: token chunks seen and their text, the server's counts, whether the stream said it ended."""
 
     def __init__(self) -> None:
         self.lines = _Lines()
         self.chunks = 0
+        self.texts: list[str] = []
         self.usage_output: int | None = None
         self.prompt_tokens: int | None = None
         self.done = False
@@ -128,6 +129,7 @@ class OpenAIStream(Parser):
         for choice in obj.get("choices") or ():
             if self._carries_tokens(choice):
                 self.chunks += 1
+                self.texts.append((choice.get("delta") or {}).get("content", "") if self.chat else choice["text"])
 
     def _carries_tokens(self, choice: dict) -> bool:
         """A chunk carries tokens unless it only closes the stream (empty text with a finish reason) or,
@@ -153,6 +155,7 @@ class OllamaStream(Parser):
             raise MalformedStream(f"the server reported an error: {' '.join(str(obj['error']).split())[:120]}")
         if obj.get("response") or not obj.get("done"):
             self.chunks += 1
+            self.texts.append(str(obj.get("response") or ""))
         if obj.get("done"):
             self.done = True
             self.usage_output = obj.get("eval_count", self.usage_output)

@@ -151,7 +151,7 @@ def _cached(cfg: ModelKnobs, what: str, write: Callable[[Progress], tuple[Path, 
         if total < PROGRESS_BYTES:
             return
         if not shown:
-            log.info("%s in %s (%.2f GB) into %s: a minute or more, once", what, cfg.weights.value, total / 1e9,
+            log.info("%s in %s (%.2f GB) into %s, once", what, cfg.weights.value, total / 1e9,
                      cfg.models_dir)
             shown.append(bar(total, f"{what.split(' (')[0]} {cfg.weights.value}", unit="B", unit_scale=True))
         shown[0].update(done - shown[0].n)
