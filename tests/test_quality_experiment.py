@@ -60,7 +60,22 @@ def test_requantized_weights_are_scored_against_the_model_as_it_is(sweep):
     assert rows["within_max_kld"].tolist() == (rows["mean_kld"] <= 0.05).tolist()
 
 
-def test_the_report_prints_the_statistics_and_the_depth_figure(sweep):
+def test_the_report_prints_the_statistics_and_the_depth_figure(sweep, tmp_path):
+    """The report's text, and its two figures as the figure test checks every other: no overlapping or tiny text."""
+    import matplotlib
+
+    from experiments.registry import EXPERIMENTS
+    from experiments.reporting import legibility, plotting
+    from experiments.reporting.gather import build_report
+
+    matplotlib.use("Agg")
+    found = {}
+    plotting.AUDITS.append(lambda fig, path: found.__setitem__(path.name, legibility.text_problems(fig)))
+    try:
+        build_report([sweep], tmp_path / "audited", tmp_path / "machine.json", EXPERIMENTS)
+    finally:
+        plotting.AUDITS.pop()
+    assert set(found) == {"quality_pareto.png", "quality_depth.png"} and not any(found.values()), found
     proc = run_report(str(sweep))
     assert proc.returncode == 0, proc.stderr[-1500:]
     md = (sweep / "report" / "report.md").read_text()

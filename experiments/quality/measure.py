@@ -21,6 +21,7 @@ from experiments.framework.spec import Column, ConfigError, VariantResult
 from experiments.quality.schema import KEY, QualityConfig
 from experiments.shared.llamacpp import LlamaCpp, rates, time_test
 from experiments.shared.model import Weights, model_file, read_model, source_file
+from experiments.shared.packaged import PACKAGED
 from experiments.shared.text import read_text
 from infer_core.model.gguf_io import StoredTensor, bits_per_weight
 from infer_core.model.quality import DP_PERCENTILES, KLD_PERCENTILES, TokenScores, chunks, scored_positions, summarize
@@ -118,7 +119,7 @@ def run(cfg: QualityConfig, bench: BenchConfig, seed: int) -> list[VariantResult
     source, _ = source_file(cfg) if not cfg.made else model_file(cfg, seed)
     path, reused = model_file(cfg, seed)
     _, stored = read_model(path, KEY)
-    source_weights = main_type(read_model(source, KEY)[1])
+    source_weights = PACKAGED[cfg.model].source_weights if cfg.packaged else main_type(read_model(source, KEY)[1])
     text = read_text(cfg.text, f"{KEY}.text")
     n_ctx = max(cfg.n_ctx, cfg.n_prompt + cfg.n_gen)
     base = _open(source, cfg, n_ctx, base=True)

@@ -122,6 +122,8 @@ def shape_of(key: str, model: str, shape: dict[str, Any]) -> ModelShape:
 def source_file(cfg: ModelKnobs) -> tuple[Path, bool]:
     """The file or real model as it is (a real model fetched on first use); (path, reused)."""
     if cfg.file is not None:
+        if not Path(cfg.file).is_file():
+            raise ConfigError(f"{cfg.key}.file={cfg.file}: no such file")
         return Path(cfg.file), True
     try:
         return packaged_file(cfg.model)
@@ -136,9 +138,12 @@ def model_file(cfg: ModelKnobs, seed: int) -> tuple[Path, bool]:
         path, reused = source_file(cfg)
         if cfg.weights is Weights.source:
             return path, reused
-        read_model(path, f"{cfg.key}.file" if cfg.file is not None else f"{cfg.key}.model")
-        return _cached(cfg, f"requantizing {path.name}", lambda progress: cached_requantized(
-            cfg.models_dir, path, cfg.weights.value, cfg.pure, cfg.n_threads, progress))
+        try:
+            return _cached(cfg, f"requantizing {path.name}", lambda progress: cached_requantized(
+                cfg.models_dir, path, cfg.weights.value, cfg.pure, cfg.n_threads, progress))
+        except ValueError as exc:  # a source that is truncated, foreign or lacks a tensor
+            key = f"{cfg.key}.file" if cfg.file is not None else f"{cfg.key}.model"
+            raise ConfigError(f"{key}: {exc}") from None
     return _cached(cfg, f"writing the model {cfg.model} (seed {seed})", lambda progress: cached_gguf(
         cfg.models_dir, cfg.model, cfg.model_shape, cfg.weights.value, seed, cfg.n_threads, progress, cfg.pure))
 

@@ -38,10 +38,11 @@ def scored_positions(n_ctx: int) -> slice:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities over the last axis, in float64."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    """Log-probabilities over the last axis, in float64 (a new array)."""
+    x = np.array(logits, dtype=np.float64)
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class TokenScores:
         lq, lb = log_softmax(logits), log_softmax(base_logits)
         rows = np.arange(len(targets))
         nll, nll_base = -lq[rows, targets], -lb[rows, targets]
-        kld = (np.exp(lb) * (lb - lq)).sum(axis=-1)
+        lq -= lb  # ln(q/p), in place: the arrays are (tokens, vocab) of float64
+        kld = -np.einsum("ij,ij->i", np.exp(lb, out=lb), lq)  # Σ p·(ln p − ln q), p = e^lb
         same = np.argmax(logits, axis=-1) == np.argmax(base_logits, axis=-1)
         return cls(nll, nll_base, kld, np.exp(-nll) - np.exp(-nll_base), same)
 
