@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from experiments.framework.spec import Report
-from experiments.reporting.plotting import label_points, save_figure, theme
+from experiments.reporting.plotting import label_points, legend_below, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 
@@ -45,19 +45,21 @@ def pareto(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
         return []
     theme()
     fig, axes = plt.subplots(len(speeds), 2, figsize=(15, 6.5 * len(speeds)), squeeze=False)
+    line = None
     for row, speed in zip(axes, speeds, strict=True):
         for ax, (quality, xlabel) in zip(row, QUALITIES.items(), strict=True):
             points = ok[[quality, speed, "variant"]].dropna()
             ax.scatter(points[quality], points[speed], s=60, zorder=3)
             best = front(points, quality, speed)
-            ax.step(best[quality], best[speed], where="post", color="tab:red", lw=1.5, alpha=0.7,
-                    label="Pareto front: nothing both faster and closer to the source")
+            (line,) = ax.step(best[quality], best[speed], where="post", color="tab:red", lw=1.5, alpha=0.7)
             if quality == "mean_kld":
                 ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
-                ax.set_xlim(left=0)
+                ax.set_xlim(0, points[quality].max() * 3)  # room for the labels right of the last point
+            else:
+                ax.margins(x=0.15, y=0.1)
             ax.set(xlabel=xlabel, ylabel=SPEEDS[speed])
-            ax.legend(fontsize=10, loc="lower left")
             label_points(ax, list(points[[quality, speed, "variant"]].itertuples(index=False, name=None)))
+    legend_below(fig, [line], ["Pareto front: no other choice is both faster and closer to the source"], ncol=1)
     fig.suptitle("Speed against quality: each point a choice of weights × KV cache × flash attention", fontsize=15)
     return [("Speed against quality", save_figure(fig, out / "quality_pareto.png"))]
 
