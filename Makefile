@@ -1,5 +1,5 @@
 # make demo: fresh venv, install what the demo needs (no engine), run the demo sweeps, write their report.
-# make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests.
+# make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests (one worker per core).
 # make engine: the engine sweep (llama.cpp on the TinyLlama-1.1B shape in eight weight types) and its report.
 # make quality: the real SmolLM2-135M requantized into llama-quantize's types, scored on real text with its speed, and its report.
 PYTHON ?= python3
@@ -52,7 +52,7 @@ quality: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	status=0; for b in benchmarks/bench_*.py; do $(PY) $$b || status=1; done; exit $$status

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from infer_core.decoder.attention import decode_traffic, flash_traffic, naive_traffic
-from tests.conftest import FAST_BENCH, run_app, run_apps, run_report
+from tests.conftest import FAST_BENCH, run_app, run_report
 
 SMALL = ["attn.d_head=16", "attn.n_heads=4", "attn.n_kv_heads=2", "attn.check_rows=64"]
 
@@ -19,13 +19,12 @@ def rows(folder) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("attention")
-    grid, blocks, decode = run_apps(
-        ["-m", "experiment=attention", "attn.impl=naive,flash", "attn.seq_len=100,300", *SMALL, "attn.block_q=32",
-         "attn.block_k=48", f"hydra.sweep.dir={root / 'grid'}", *FAST_BENCH],
-        ["-m", "experiment=attention", "attn.block_q=16,64", "attn.block_k=16,64", "attn.seq_len=300", *SMALL,
-         f"hydra.sweep.dir={root / 'blocks'}", *FAST_BENCH],
-        ["-m", "experiment=attention", "attn.phase=decode", "attn.impl=naive,flash", "attn.seq_len=500",
-         "attn.n_splits=7", *SMALL, f"hydra.sweep.dir={root / 'decode'}", *FAST_BENCH])
+    grid = run_app("-m", "experiment=attention", "attn.impl=naive,flash", "attn.seq_len=100,300", *SMALL,
+                   "attn.block_q=32", "attn.block_k=48", f"hydra.sweep.dir={root / 'grid'}", *FAST_BENCH)
+    blocks = run_app("-m", "experiment=attention", "attn.block_q=16,64", "attn.block_k=16,64", "attn.seq_len=300",
+                     *SMALL, f"hydra.sweep.dir={root / 'blocks'}", *FAST_BENCH)
+    decode = run_app("-m", "experiment=attention", "attn.phase=decode", "attn.impl=naive,flash", "attn.seq_len=500",
+                     "attn.n_splits=7", *SMALL, f"hydra.sweep.dir={root / 'decode'}", *FAST_BENCH)
     return root, (grid, blocks, decode)
 
 
