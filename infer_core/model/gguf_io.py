@@ -10,7 +10,7 @@ the chosen file type (:mod:`~infer_core.model.recipes`). A real model is requant
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,29 @@ def encode_tensor(w: np.ndarray, kind: str, threads: int) -> np.ndarray:
     return quantize_gguf(w, kind, threads)
 
 
+def write_tensors(w: GGUFWriter, plan: list[StoredTensor], data: Iterable[np.ndarray],
+                  progress: Progress | None = None) -> None:
+    """The tensors of ``plan`` into ``w`` (its metadata added already): their infos, the header, then each tensor's
+    bytes from ``data`` (one array at a time, in plan order), calling ``progress`` after each."""
+    for t in plan:
+        if t.kind in ("f32", "f16"):  # gguf takes these types from the dtype
+            w.add_tensor_info(t.name, t.dims, np.dtype(np.float32 if t.kind == "f32" else np.float16), t.nbytes)
+        else:
+            raw = (*t.dims[:-1], t.nbytes // int(np.prod(t.dims[:-1])))  # bytes per row
+            w.add_tensor_info(t.name, raw, np.dtype(np.uint8), t.nbytes, GGMLQuantizationType[t.kind.upper()])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    done, total = 0, sum(t.nbytes for t in plan)
+    for t, array in zip(plan, data, strict=True):
+        if array.nbytes != t.nbytes:
+            raise ValueError(f"{t.name}: {array.nbytes} bytes to write, {t.nbytes} planned")
+        w.write_tensor_data(array)
+        done += array.nbytes
+        if progress is not None:
+            progress(done, total)
+
+
 def write_gguf(path: str | Path, shape: ModelShape, weights: str = "f32", seed: int = 0, threads: int = 1,
                progress: Progress | None = None, pure: bool = False) -> Path:
     """Write the model of ``shape`` with weights from ``seed`` stored as llama-quantize's file type ``weights``
@@ -100,7 +123,6 @@ def write_gguf(path: str | Path, shape: ModelShape, weights: str = "f32", seed: 
     one tensor, whatever the model's size; ``progress`` is called after each.
     """
     plan = file_plan(shape, weights, pure)
-    total = sum(t.nbytes for t in plan)
     path = Path(path)
     with atomic_path(path) as tmp:
         w = GGUFWriter(str(tmp), shape.arch)
@@ -123,23 +145,8 @@ def write_gguf(path: str | Path, shape: ModelShape, weights: str = "f32", seed: 
         w.add_unk_token_id(0)
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
-        for t in plan:
-            if t.kind in ("f32", "f16"):  # gguf takes these types from the dtype
-                w.add_tensor_info(t.name, t.dims, np.dtype(np.float32 if t.kind == "f32" else np.float16), t.nbytes)
-            else:
-                raw = (*t.dims[:-1], t.nbytes // int(np.prod(t.dims[:-1])))  # bytes per row
-                w.add_tensor_info(t.name, raw, np.dtype(np.uint8), t.nbytes, GGMLQuantizationType[t.kind.upper()])
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        done = 0
-        for t, (name, tensor) in zip(plan, iter_weights(shape, seed, threads), strict=True):
-            assert name == t.name
-            data = encode_tensor(tensor, t.kind, threads)
-            w.write_tensor_data(data)
-            done += data.nbytes
-            if progress is not None:
-                progress(done, total)
+        write_tensors(w, plan, (encode_tensor(tensor, t.kind, threads) for t, (_, tensor) in
+                                zip(plan, iter_weights(shape, seed, threads), strict=True)), progress)
         w.close()
     return path
 

@@ -8,10 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter, ReaderTensor, quants
+from gguf import GGUFValueType, GGUFWriter, ReaderTensor, quants
 
 from infer_core.measure.files import atomic_path
-from infer_core.model.gguf_io import Progress, StoredTensor, check_weights, checked_shape, encode_tensor, gguf_reader
+from infer_core.model.gguf_io import (
+    Progress,
+    StoredTensor,
+    check_weights,
+    checked_shape,
+    encode_tensor,
+    gguf_reader,
+    write_tensors,
+)
 from infer_core.model.recipes import FILE_TYPES, tensor_type
 from infer_core.quant import GGUF_FORMATS, dequantize_gguf
 
@@ -60,7 +68,6 @@ def requantize_gguf(source: str | Path, path: str | Path, weights: str, pure: bo
     source, path = Path(source), Path(path)
     plan = requantize_plan(source, weights, pure)
     reader = gguf_reader(source)
-    total = sum(t.nbytes for t in plan)
     with atomic_path(path) as tmp:
         w = GGUFWriter(str(tmp), str(reader.fields["general.architecture"].contents()))
         for field in reader.fields.values():
@@ -72,25 +79,10 @@ def requantize_gguf(source: str | Path, path: str | Path, weights: str, pure: bo
         w.add_file_type(FILE_TYPES[weights].ftype)
         if "general.quantization_version" not in reader.fields:
             w.add_quantization_version(QUANTIZATION_VERSION)
-        for t, src in zip(plan, reader.tensors, strict=True):
-            if t.kind in ("f32", "f16"):
-                w.add_tensor_info(t.name, t.dims, np.dtype(np.float32 if t.kind == "f32" else np.float16), t.nbytes)
-            else:
-                raw = (*t.dims[:-1], t.nbytes // int(np.prod(t.dims[:-1])))  # bytes per row
-                w.add_tensor_info(t.name, raw, np.dtype(np.uint8), t.nbytes, GGMLQuantizationType[t.kind.upper()])
-            assert src.name == t.name
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        done = 0
-        for t, src in zip(plan, reader.tensors, strict=True):
-            if t.kind == src.tensor_type.name.lower():  # already of its type: the same bytes
-                data = np.asarray(src.data).view(np.uint8).reshape(-1)
-            else:
-                data = encode_tensor(_float32(src, threads), t.kind, threads)
-            w.write_tensor_data(data)
-            done += data.nbytes
-            if progress is not None:
-                progress(done, total)
+        assert [t.name for t in plan] == [t.name for t in reader.tensors]
+        write_tensors(w, plan, (np.asarray(src.data).view(np.uint8).reshape(-1)  # already of its type: its bytes
+                                if t.kind == src.tensor_type.name.lower() else
+                                encode_tensor(_float32(src, threads), t.kind, threads)
+                                for t, src in zip(plan, reader.tensors, strict=True)), progress)
         w.close()
     return path
