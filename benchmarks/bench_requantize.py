@@ -25,12 +25,12 @@ import numpy as np
 from gguf import GGUFReader
 
 from benchmarks.table import Figure, Table
-from experiments.quality.measure import ROWS, bos_token
+from experiments.quality.measure import bos_token
 from experiments.shared.llamacpp import LlamaCpp, llamacpp_quantize
 from experiments.shared.packaged import packaged_file
 from experiments.shared.text import read_text
 from infer_core.measure.environment import usable_cpus
-from infer_core.model.quality import TokenScores, chunks, scored_positions, summarize
+from infer_core.model.quality import TokenScores, chunk_scores, chunks, scored_positions, summarize
 from infer_core.model.recipes import FILE_TYPES
 from infer_core.model.requantize import requantize_gguf
 
@@ -45,11 +45,7 @@ def score(path: Path, cut: np.ndarray, base: list[np.ndarray], n_ctx: int, threa
     """llama-perplexity's statistics of ``path`` against the base logits of each chunk (the second halves)."""
     pos = scored_positions(n_ctx)
     with LlamaCpp(path, threads, n_ctx, n_batch=n_ctx, n_ubatch=min(512, n_ctx), logits_all=True) as engine:
-        parts = []
-        for chunk, b in zip(cut, base, strict=True):
-            q = engine.logits(chunk)[: n_ctx - 1]
-            parts += [TokenScores.of(q[r:r + ROWS], b[r:r + ROWS], chunk[r + 1:r + 1 + ROWS])
-                      for r in range(pos.start, n_ctx - 1, ROWS)]
+        parts = [chunk_scores(engine.logits(chunk), b, chunk).rows(pos) for chunk, b in zip(cut, base, strict=True)]
     return summarize(TokenScores.concat(parts))
 
 
@@ -67,7 +63,7 @@ def main() -> int:
                   logits_all=True) as engine:
         tokens = np.array(engine.llm.tokenize(read_text("pydoc").encode(), add_bos=True, special=False))
         cut = chunks(tokens[: args.tokens], args.n_ctx, bos_token(engine))
-        base = [engine.logits(chunk)[: args.n_ctx - 1] for chunk in cut]
+        base = [engine.logits(chunk) for chunk in cut]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.types.split(","):
             ours, theirs = Path(tmp) / f"ours-{name}.gguf", Path(tmp) / f"theirs-{name}.gguf"

@@ -24,10 +24,17 @@ from experiments.shared.model import Weights, model_file, read_model, source_fil
 from experiments.shared.packaged import PACKAGED
 from experiments.shared.text import read_text
 from infer_core.model.gguf_io import StoredTensor, bits_per_weight
-from infer_core.model.quality import DP_PERCENTILES, KLD_PERCENTILES, TokenScores, chunks, scored_positions, summarize
+from infer_core.model.quality import (
+    DP_PERCENTILES,
+    KLD_PERCENTILES,
+    TokenScores,
+    chunk_scores,
+    chunks,
+    scored_positions,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
-ROWS = 256  # positions scored at once: float64 log-probabilities of 256 × vocab, not of a whole chunk
 
 COLUMNS = (
     Column("source_weights", "", "how the model as it is stores most of its matrices: every figure is relative to "
@@ -105,7 +112,8 @@ def variant(cfg: QualityConfig, source_weights: str) -> str:
 def speed(engine: LlamaCpp, tokens: np.ndarray, cfg: QualityConfig, bench: BenchConfig) -> tuple[dict, dict]:
     """pp and tg tokens/s of the choice on the text's first tokens (llama-bench's tests, from an empty cache)."""
     metrics, timings = {}, {}
-    tests = [("pp", tokens[: cfg.n_prompt], 2048), ("tg", tokens[cfg.n_prompt: cfg.n_prompt + cfg.n_gen], 1)]
+    prompt, gen = tokens[: cfg.n_prompt], tokens[cfg.n_prompt: cfg.n_prompt + cfg.n_gen]
+    tests = [("pp", prompt, len(prompt)), ("tg", gen, 1)]  # the prompt in one call (n_batch holds it)
     for test, part, size in tests:
         if len(part):
             timings[test] = time_test(engine, part, size, 0, bench)
@@ -116,8 +124,8 @@ def speed(engine: LlamaCpp, tokens: np.ndarray, cfg: QualityConfig, bench: Bench
 
 def run(cfg: QualityConfig, bench: BenchConfig, seed: int) -> list[VariantResult]:
     """Score the text with the point's weights and cache types against the model as it is, chunk by chunk."""
-    source, _ = source_file(cfg) if not cfg.made else model_file(cfg, seed)
     path, reused = model_file(cfg, seed)
+    source = path if cfg.made else source_file(cfg)[0]
     _, stored = read_model(path, KEY)
     source_weights = PACKAGED[cfg.model].source_weights if cfg.packaged else main_type(read_model(source, KEY)[1])
     text = read_text(cfg.text, f"{KEY}.text")
@@ -135,12 +143,11 @@ def run(cfg: QualityConfig, bench: BenchConfig, seed: int) -> list[VariantResult
     scored, depth, eval_s = [], [], 0.0
     for i, chunk in enumerate(cut):
         log.info("chunk %d of %d", i + 1, len(cut))
-        b = base.logits(chunk)[:-1]  # position j predicts token j + 1: the last predicts nothing in the chunk
+        b = base.logits(chunk)
         start = time.perf_counter()
-        q = b if model is base else model.logits(chunk)[:-1]
+        q = b if model is base else model.logits(chunk)
         eval_s += time.perf_counter() - start
-        every = TokenScores.concat([TokenScores.of(q[r:r + ROWS], b[r:r + ROWS], chunk[r + 1:r + 1 + ROWS])
-                                    for r in range(0, cfg.n_ctx - 1, ROWS)])
+        every = chunk_scores(q, b, chunk)
         depth.append(every)
         scored.append(every.rows(pos))  # llama-perplexity's: the second half of the chunk
     for engine in {id(base): base, id(model): model}.values():

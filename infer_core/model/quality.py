@@ -82,6 +82,18 @@ class TokenScores:
                                                                             "same_top")))
 
 
+#: Positions scored at once: float64 log-probabilities of 256 × vocab rather than of a whole chunk.
+ROWS = 256
+
+
+def chunk_scores(logits: np.ndarray, base_logits: np.ndarray, chunk: np.ndarray) -> TokenScores:
+    """The scores of every position of one chunk from the model's and the base's logits at each of its positions
+    (n_ctx, vocab): position j predicts token j + 1, and the last predicts nothing in the chunk."""
+    n = len(chunk) - 1
+    return TokenScores.concat([TokenScores.of(logits[r:min(r + ROWS, n)], base_logits[r:min(r + ROWS, n)],
+                                              chunk[r + 1:r + 1 + ROWS]) for r in range(0, n, ROWS)])
+
+
 def mean_and_uncertainty(values: np.ndarray) -> tuple[float, float]:
     """The mean and its standard error as llama-perplexity computes them (0 for ten values or fewer)."""
     n = len(values)
