@@ -29,7 +29,7 @@ SMALLEST = {
     "serve": ["experiment=serve", "serve.n_requests=2", "serve.warmup_requests=1"],
     "quality": ["experiment=quality", "quality.n_ctx=64", "quality.n_tokens=128", "quality.type_k=q8_0",
                 "quality.flash_attn=true", "quality.buckets=[0,16]", "quality.weights=q4_0", "quality.n_prompt=16",
-                "quality.n_gen=4"],
+                "quality.n_gen=4", "quality.threads=1"],
 }
 
 

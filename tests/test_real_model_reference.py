@@ -23,7 +23,7 @@ def test_the_numpy_reference_computes_llamacpps_logits_and_perplexity_on_the_rea
     except ModelFetchError as exc:
         pytest.skip(f"SmolLM2-135M can be neither fetched nor found: {exc}")
     f32 = requantize_gguf(source, tmp_path / "f32.gguf", "f32", threads=2)
-    with LlamaCpp(f32, 2, N_TOKENS, n_batch=N_TOKENS, n_ubatch=N_TOKENS, type_k="f32", type_v="f32",
+    with LlamaCpp(f32, 1, N_TOKENS, n_batch=N_TOKENS, n_ubatch=N_TOKENS, type_k="f32", type_v="f32",
                   logits_all=True) as engine:
         tokens = np.array(engine.llm.tokenize(read_text("pydoc").encode(), add_bos=True, special=False)[:N_TOKENS])
         theirs = engine.logits(tokens)
