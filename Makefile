@@ -2,6 +2,8 @@
 # make test: fresh venv, install with test extras and the engine (llama.cpp), lint, run the tests (one worker per core).
 # make engine: the engine sweep (llama.cpp on the TinyLlama-1.1B shape in eight weight types) and its report.
 # make quality: the real SmolLM2-135M requantized into llama-quantize's types, scored on real text with its speed, and its report.
+# make tools: llama.cpp's llama-server, llama-bench, llama-perplexity and llama-batched-bench, built once per engine version
+#   from its sdist (about 8 to 12 minutes on 2 cores, no AMX kernels, nothing downloaded but the sdist), in the cache outside the repo.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +15,7 @@ STAMP  := $(VENV)/.installed
 LLAMA_CMAKE := CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8 $$CMAKE_ARGS"
 NO_AMX := $(PY) -c "import llama_cpp, sys; sys.exit('AMX_INT8 = 1' in llama_cpp.llama_print_system_info().decode())"
 
-.PHONY: demo test engine quality lint bench clean
+.PHONY: demo test engine quality tools lint bench clean
 
 $(BASE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,11 +52,14 @@ quality: $(STAMP)
 	$(PY) experiments/run.py sweep=quality_formats hydra.sweep.dir=$$dir/quality_formats || status=1; \
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
-test: $(STAMP)
+tools: $(STAMP)
+	$(PY) -m experiments.shared.llama_tools
+
+test: $(STAMP) tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n auto --dist loadfile
 
-bench: $(STAMP)
+bench: $(STAMP) tools
 	status=0; for b in benchmarks/bench_*.py; do $(PY) $$b || status=1; done; exit $$status
 
 clean:

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.table import Figure, Table
-from experiments.serve.client import Endpoint, Request, run_load
+from experiments.serve.client import run_load
+from experiments.serve.request import Endpoint, Request
 from experiments.serve.scripted import spawn
 from experiments.serve.streams import Api
 

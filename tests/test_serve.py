@@ -1,5 +1,6 @@
-"""The serve experiment end to end: the embedded llama.cpp server (a real process, started and reaped per
-point), servers by URL (the scripted server, a real process on loopback), faults, secrets, the report."""
+"""The serve experiment end to end: the embedded servers (llama.cpp's llama-server and llama-cpp-python's, real
+processes started and reaped per point), servers by URL (the scripted server, a real process on loopback), faults,
+secrets, the report."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def rows(folder) -> pd.DataFrame:
 
 
 def servers(models) -> list[str]:
-    """Embedded servers still running on a model under ``models`` (their command line names it)."""
-    found = subprocess.run(["pgrep", "-f", f"llama_cpp\\.server.*--model {models}"], capture_output=True, text=True)
+    """Embedded servers still running on a model under ``models`` (their command line names it): llama-cpp-python's
+    (``--model``) or llama-server (``-m``)."""
+    found = subprocess.run(["pgrep", "-f", f"(llama_cpp\\.server.*--model|llama-server -m) {models}"],
+                           capture_output=True, text=True)
     return found.stdout.split()
 
 
@@ -38,8 +41,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def concurrency_sweep(tmp_path_factory, models):
     sweep = tmp_path_factory.mktemp("serve") / "sweep"
-    proc = run_app("-m", "experiment=serve", "serve.concurrency=1,2,4,8", *QUICK, f"serve.models_dir={models}",
-                   f"hydra.sweep.dir={sweep}")
+    proc = run_app("-m", "experiment=serve", "serve.server=llama_cpp_python", "serve.concurrency=1,2,4,8", *QUICK,
+                   f"serve.models_dir={models}", f"hydra.sweep.dir={sweep}")
     return sweep, proc
 
 
@@ -88,12 +91,16 @@ def test_a_server_that_runs_one_request_at_a_time_is_called_out():
     assert "the requests queue" not in sections(df.assign(output_throughput=[100.0, 190.0, 370.0]))
 
 
-def test_a_killed_server_fails_its_point_in_one_line_and_the_next_point_starts_a_new_one(tmp_path, models):
+@pytest.mark.parametrize("server", ["llama_server", "llama_cpp_python"])
+def test_a_killed_server_fails_its_point_in_one_line_and_the_next_point_starts_a_new_one(tmp_path, models, server):
     """SIGSEGV to the embedded server mid-load: the requests in flight and queued fail and are counted, the
     point fails with one line naming the crash, the next point runs on a new server."""
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "experiment=serve", "serve.concurrency=2,1",
-           "serve.n_requests=8", "serve.warmup_requests=1", "serve.prompt_len=16", "serve.output_len=400",
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "experiment=serve", f"serve.server={server}",
+           "serve.parallel=2" if server == "llama_server" else "serve.parallel=1", "serve.concurrency=2,1",
+           "serve.n_requests=8", "serve.warmup_requests=1", "serve.prompt_len=16", "serve.threads=1",
+           # llama-server decodes both requests in one batch: longer answers keep it busy past the kill
+           "serve.output_len=1500" if server == "llama_server" else "serve.output_len=400",
            f"serve.models_dir={models}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _first_server(models, proc)
@@ -120,9 +127,11 @@ def _first_server(models, proc: subprocess.Popen) -> str:
     raise AssertionError("no embedded server started")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_no_orphan_server_on_ctrl_c_or_when_the_job_is_killed(tmp_path, models, sig):
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=serve", "serve.n_requests=50",
+@pytest.mark.parametrize(("sig", "server"), [(signal.SIGINT, "llama_server"), (signal.SIGKILL, "llama_server"),
+                                             (signal.SIGKILL, "llama_cpp_python")])
+def test_no_orphan_server_on_ctrl_c_or_when_the_job_is_killed(tmp_path, models, sig, server):
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=serve", f"serve.server={server}",
+           "serve.n_requests=50",
            "serve.output_len=500", f"serve.models_dir={models}", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _first_server(models, proc)
@@ -193,6 +202,8 @@ def test_the_api_key_comes_from_the_environment_and_is_written_nowhere(tmp_path,
 @pytest.mark.parametrize(("override", "message"), [
     ("serve.api=ollama_generate", "serve.api=ollama_generate needs serve.url"),
     ("serve.concurrency=0", "serve.concurrency=0 must be >= 1"),
+    ("serve.server=llama_cpp_python serve.parallel=4", "serve.parallel=4 needs serve.server=llama_server"),
+    ("serve.parallel=0", "serve.parallel=0 must be"),
     ("serve.rate=-2", "serve.rate=-2.0 must be > 0"),
     ("serve.url=localhost:8000", "serve.url='localhost:8000' must start with http:// or https://"),
     ("serve.model=huge", "serve.model='huge' is not a known model"),

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from experiments.engine import llama_bench
 from experiments.engine.fidelity import compare
 from experiments.engine.numpy_engine import NumpyEngine
 from experiments.engine.schema import KEY, Backend, EngineConfig
@@ -25,6 +26,7 @@ from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
 from experiments.shared.llamacpp import CACHE_TYPE_BYTES, LlamaCpp, rates, time_test
 from experiments.shared.model import model_file, read_model
+from infer_core.measure.timing import Timing
 from infer_core.model import ModelShape, load_gguf
 from infer_core.model.counts import kv_bytes_per_token, prompt_flops, weight_bytes_per_token
 from infer_core.model.gguf_io import StoredTensor, bits_per_weight
@@ -45,7 +47,8 @@ COLUMNS = (
     Column("bits_per_weight", "bit", "8 × tensor bytes / weights"),
     Column("load_s", "s", "time to load the file into the engine (numpy: read and dequantize to float32)"),
     Column("model_reused", "", "True when the model file was found in `engine.models_dir`, False when written"),
-    Column("engine_version", "", "llama-cpp-python's version (llamacpp), NumPy's (numpy)"),
+    Column("engine_version", "", "llama-cpp-python's version (llamacpp), llama-bench's build (llama-bench: its "
+                                 "logits are checked through llama-cpp-python, the same llama.cpp), NumPy's (numpy)"),
     Column("weight_bytes_per_token", "B", "tg: weight bytes read per token: every matrix once, one embedding row "
                                           "(numpy: as float32)"),
     Column("kv_bytes_per_token", "B", "tg: KV cache bytes read per token at the test's mean context "
@@ -76,6 +79,8 @@ NAMES = {c.name for c in COLUMNS}
 
 
 def engine_version(backend: Backend) -> str:
+    if backend is Backend.llama_bench:
+        return "llama-bench"  # its build is added from its own output
     if backend is Backend.numpy:
         return np.__version__
     import llama_cpp
@@ -117,6 +122,7 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
               "bits_per_weight": bits_per_weight(stored), "model_reused": reused,
               "bandwidth_gbps": machine.read_gbps, "peak_gflops": machine.peak_gflops("float32")}
     results = []
+    measured_by = llama_bench.timings(cfg, bench, path, common) if cfg.backend is Backend.llama_bench else None
     with open_engine(cfg, path, max(need, cfg.n_check)) as engine:
         common["load_s"] = engine.load_s
         engine.keep(0)
@@ -126,7 +132,7 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
         for test, tokens, size in tests:
             if len(tokens):
                 results.append(run_variant(label(test, len(tokens), cfg.depth), lambda t=test, x=tokens, s=size: _time(
-                    engine, t, x, s, cfg, shape, stored, common, bench), bench))
+                    engine, t, x, s, cfg, shape, stored, common, bench, measured_by), bench))
         engine_logits = engine.logits(check)
         ref_logits = engine_logits if numpy else None
     if ref_logits is None:
@@ -139,8 +145,14 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
 
 
 def _time(engine: LlamaCpp | NumpyEngine, test: str, tokens: np.ndarray, size: int, cfg: EngineConfig,
-          shape: ModelShape, stored: list[StoredTensor], common: dict, bench: BenchConfig) -> VariantResult:
-    timing = time_test(engine, tokens, size, cfg.depth, bench)
+          shape: ModelShape, stored: list[StoredTensor], common: dict, bench: BenchConfig,
+          measured_by: dict[str, Timing | str] | None = None) -> VariantResult:
+    if measured_by is None:
+        timing = time_test(engine, tokens, size, cfg.depth, bench)
+    elif isinstance(found := measured_by.get(test, f"llama-bench gave no {test} test"), str):
+        raise RuntimeError(found)
+    else:
+        timing = found
     n = len(tokens)
     stats = timing.stats()
     metrics = {"test": test, "n_tokens": n, **rates(timing, n), **{k: v for k, v in stats.items() if k in NAMES},

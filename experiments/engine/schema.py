@@ -1,8 +1,8 @@
 """Knobs of the engine experiment, under ``engine.*``: each default written once, here.
 
 The knobs of llama.cpp's context (``n_batch``, ``n_ubatch``, ``flash_attn``, ``type_k``, ``type_v``)
-act only on ``backend=llamacpp``; ``model``, ``shape`` and ``weights`` only when no ``file`` is
-given (:meth:`EngineConfig.inactive`).
+act only on llama.cpp (``backend=llamacpp`` or ``llama_bench``); ``model``, ``shape`` and ``weights`` only
+when no ``file`` is given (:meth:`EngineConfig.inactive`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LLAMACPP_ONLY = frozenset({"n_batch", "n_ubatch", "flash_attn", "type_k", "type_
 
 class Backend(Enum):
     llamacpp = "llamacpp"  # llama.cpp through llama-cpp-python
+    llama_bench = "llama_bench"  # llama.cpp's own llama-bench binary (make tools), its JSON parsed into our rows
     numpy = "numpy"  # infer_core's reference forward on the dequantized weights (float32)
 
 
@@ -33,7 +34,8 @@ class EngineConfig(ModelKnobs):
 
     key: ClassVar[str] = KEY
 
-    backend: Backend = knob(Backend.llamacpp, "`llamacpp` (llama.cpp) or `numpy` (the NumPy reference forward)")
+    backend: Backend = knob(Backend.llamacpp, "`llamacpp` (llama.cpp in process), `llama_bench` (llama.cpp's own "
+                                              "benchmark, `make tools`) or `numpy` (the NumPy reference forward)")
     n_batch: int = knob(2048, "llama.cpp: logical batch, tokens per llama_decode call")
     n_ubatch: int = knob(512, "llama.cpp: physical batch, tokens per compute graph")
     flash_attn: bool = knob(False, "llama.cpp: fused FlashAttention kernel")
@@ -51,7 +53,7 @@ class EngineConfig(ModelKnobs):
         self.check_model()
         require(self.n_ubatch <= self.n_batch,
                 f"{KEY}.n_ubatch={self.n_ubatch} must be <= {KEY}.n_batch={self.n_batch}")
-        if self.backend is Backend.llamacpp and self.type_v in (CacheType.q8_0, CacheType.q4_0):
+        if self.backend is not Backend.numpy and self.type_v in (CacheType.q8_0, CacheType.q4_0):
             require(self.flash_attn, f"{KEY}.type_v={self.type_v.value} needs {KEY}.flash_attn=true: llama.cpp "
                                      "quantizes the V cache only with flash attention")
         if self.file is None:

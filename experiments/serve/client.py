@@ -13,96 +13,38 @@ import asyncio
 import dataclasses
 import gc
 import json
-import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import aiohttp
 
-from experiments.serve.streams import Api, MalformedStream, parser_for
+from experiments.serve.request import Endpoint, Outcome, Request
+from experiments.serve.streams import MalformedStream, parser_for
+
+#: Idle pooled connections are closed after this long: below the 5 s after which llama-server (cpp-httplib) and
+#: uvicorn close an idle keep-alive connection, so the client does not reuse one the server is closing.
+KEEPALIVE_S = 4.0
+#: Resends of one request on pooled connections found closed; each drops that connection, so the pool's size is
+#: enough (one more try then lands on a new connection, whose failure is a failure).
+RESEND_LIMIT = 64
 
 
-@dataclass(frozen=True)
-class Request:
-    """One request of a workload: its prompt, the prompt's token count (None when not known before
-    sending) and the output tokens asked for."""
-
-    index: int
-    prompt: str
-    prompt_tokens: int | None
-    max_tokens: int
-    arrival_s: float = 0.0  # when it is due, from the start of the load (0: at once)
-
-
-@dataclass
-class Outcome:
-    """What became of one request. Times in seconds; ``chunks_s`` from the moment the request had left
-    the client (its body written to the socket), as the server saw it sent."""
-
-    index: int
-    max_tokens: int
-    prompt_tokens: int | None
-    arrival_s: float = 0.0  # when it was due
-    sent_s: float = math.nan  # when the client began sending it (later than due when the concurrency cap held it)
-    send_s: float = math.nan  # the client's own time to build and write the request
-    chunks_s: list[float] = field(default_factory=list)  # arrival of each chunk that carried tokens
-    output_tokens: int = 0  # the server's count (usage), else one per token chunk
-    prompt_tokens_reported: int | None = None
-    text: str = ""  # what the server generated, as streamed
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-    @property
-    def ttft_s(self) -> float:
-        return self.chunks_s[0] if self.chunks_s else math.nan
-
-    @property
-    def e2el_s(self) -> float:
-        """End-to-end latency: send to the last token chunk (vLLM's ``latency``)."""
-        return self.chunks_s[-1] if self.chunks_s else math.nan
-
-    @property
-    def itl_s(self) -> list[float]:
-        """Gaps between consecutive token chunks (a chunk may carry several tokens)."""
-        return [b - a for a, b in zip(self.chunks_s, self.chunks_s[1:], strict=False)]
-
-    @property
-    def tpot_s(self) -> float:
-        """(E2EL − TTFT) / (output tokens − 1), as vLLM defines it; NaN for a single token."""
-        return (self.e2el_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else math.nan
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where requests go and how they are written: base URL, API, the ``model`` field, headers (the API
-    key, if any, lives only here, in memory), extra body fields and the per-request timeout."""
-
-    url: str
-    api: Api
-    model: str
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    extra: dict = field(default_factory=dict)
-    timeout_s: float = 60.0
-
-    @property
-    def json_headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json", **self.headers}
-
-    def payload(self, req: Request, stream: bool = True) -> dict:
-        body = {"model": self.model, "stream": stream}
-        if self.api is Api.ollama_generate:
-            body |= {"prompt": req.prompt, "raw": True, "options": {"num_predict": req.max_tokens}}
-        elif self.api is Api.openai_chat:
-            body |= {"messages": [{"role": "user", "content": req.prompt}], "max_tokens": req.max_tokens,
-                     "max_completion_tokens": req.max_tokens}
-        else:
-            body |= {"prompt": req.prompt, "max_tokens": req.max_tokens}
-        if stream and self.api is not Api.ollama_generate:
-            body["stream_options"] = {"include_usage": True}
-        return body | self.extra
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                out: Outcome) -> tuple[aiohttp.ClientResponse, float]:
+    """POST and wait for the answer's headers, and the moment the body left. A request that fails on a *reused*
+    connection before any byte of an answer arrived was never received (the server had closed that connection
+    while it sat in the pool): the connection is dropped and the request is sent again, as HTTP clients do for a
+    connection closed while idle (RFC 9112 § 9.3.1). llama-server closes every connection after a streamed
+    answer although its headers say ``Keep-Alive``; the count of such resends is ``out.resent``."""
+    while True:
+        stamp = {"sent": time.perf_counter(), "reused": False}  # set again by the tracing hooks
+        try:
+            resp = await session.post(url, data=body, headers=headers, trace_request_ctx=stamp)
+            return resp, stamp["sent"]
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if not stamp["reused"] or out.resent >= RESEND_LIMIT:
+                raise
+            out.resent += 1
 
 
 async def send(session: aiohttp.ClientSession, ep: Endpoint, req: Request, start: float) -> Outcome:
@@ -112,10 +54,9 @@ async def send(session: aiohttp.ClientSession, ep: Endpoint, req: Request, start
     url, body, headers = ep.url.rstrip("/") + ep.api.path, json.dumps(ep.payload(req)).encode(), ep.json_headers
     began = time.perf_counter()
     out.sent_s = began - start
-    stamp = {"sent": began}  # set again by _on_body_sent when the request has left
     try:
-        async with session.post(url, data=body, headers=headers, trace_request_ctx=stamp) as resp:
-            sent = stamp["sent"]
+        resp, sent = await _post(session, url, body, headers, out)
+        async with resp:
             out.send_s = sent - began
             if resp.status != 200:
                 said = " ".join((await resp.text(errors="replace"))[:120].split())
@@ -134,7 +75,7 @@ async def send(session: aiohttp.ClientSession, ep: Endpoint, req: Request, start
         out.error = f"the server closed the connection before the answer ended ({len(out.chunks_s)} chunks received)"
     except (aiohttp.ClientError, OSError) as exc:
         out.error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'connection lost'}"
-    out.output_tokens = parser.output_tokens
+    out.output_tokens, out.token_chunks, out.usage_tokens = parser.output_tokens, parser.chunks, parser.usage_output
     out.prompt_tokens_reported = parser.prompt_tokens
     out.text = "".join(parser.texts)
     if not out.error and not out.chunks_s:
@@ -146,21 +87,28 @@ async def _on_body_sent(session: aiohttp.ClientSession, ctx: object, params: obj
     ctx.trace_request_ctx["sent"] = time.perf_counter()  # type: ignore[attr-defined]
 
 
+async def _on_reuse(session: aiohttp.ClientSession, ctx: object, params: object) -> None:
+    ctx.trace_request_ctx["reused"] = True  # type: ignore[attr-defined]
+
+
 def _tracing() -> aiohttp.TraceConfig:
     """Stamps the moment a request's body is handed to the socket: the times of its chunks count from there,
-    so the client's own cost of building a request (about 0.5 ms here) is not counted as the server's."""
+    so the client's own cost of building a request (about 0.5 ms here) is not counted as the server's; and
+    marks a request sent on a pooled connection."""
     trace = aiohttp.TraceConfig()
     trace.on_request_chunk_sent.append(_on_body_sent)
+    trace.on_connection_reuseconn.append(_on_reuse)
     return trace
 
 
 async def drive(ep: Endpoint, requests: list[Request], concurrency: int | None,
-                warmup: list[Request] = ()) -> tuple[list[Outcome], float, list[Outcome]]:
-    """Send ``warmup`` (at once, ``concurrency`` in flight: it opens the connections the load will use), then
-    every request at its ``arrival_s`` with at most ``concurrency`` in flight (None: no cap). Returns the
-    outcomes in request order, the wall time from the start of the load to the last answer, and the
-    warm-up's outcomes."""
-    connector = aiohttp.TCPConnector(limit=concurrency or 0, limit_per_host=0, keepalive_timeout=60)
+                warmup: list[Request] = (), on_start: Callable[[], None] | None = None
+                ) -> tuple[list[Outcome], float, list[Outcome]]:
+    """Send ``warmup`` (at once, ``concurrency`` in flight: it opens the connections the load will use), call
+    ``on_start`` (the server's metrics are read there), then send every request at its ``arrival_s`` with at most
+    ``concurrency`` in flight (None: no cap). Returns the outcomes in request order, the wall time from the start
+    of the load to the last answer, and the warm-up's outcomes."""
+    connector = aiohttp.TCPConnector(limit=concurrency or 0, limit_per_host=0, keepalive_timeout=KEEPALIVE_S)
     gate = asyncio.Semaphore(concurrency) if concurrency else None
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
                                      timeout=aiohttp.ClientTimeout(total=ep.timeout_s),
@@ -175,20 +123,22 @@ async def drive(ep: Endpoint, requests: list[Request], concurrency: int | None,
 
         start = time.perf_counter()
         warm = await asyncio.gather(*(one(dataclasses.replace(r, arrival_s=0.0)) for r in warmup))
+        if on_start is not None:
+            on_start()
         start = time.perf_counter()
         outcomes = await asyncio.gather(*(one(r) for r in requests))
         return list(outcomes), time.perf_counter() - start, list(warm)
 
 
-def run_load(ep: Endpoint, requests: list[Request], concurrency: int | None,
-             warmup: list[Request] = ()) -> tuple[list[Outcome], float, list[Outcome]]:
+def run_load(ep: Endpoint, requests: list[Request], concurrency: int | None, warmup: list[Request] = (),
+             on_start: Callable[[], None] | None = None) -> tuple[list[Outcome], float, list[Outcome]]:
     """:func:`drive` in a fresh event loop, with the garbage collector off (as the timing harness has it, and
     vLLM's benchmark freezes it): a collection of a large heap would stall every stream for milliseconds."""
     enabled = gc.isenabled()
     gc.freeze()
     gc.disable()
     try:
-        return asyncio.run(drive(ep, requests, concurrency, warmup))
+        return asyncio.run(drive(ep, requests, concurrency, warmup, on_start))
     finally:
         if enabled:
             gc.enable()

@@ -30,7 +30,12 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
         return ok
     # "embedded" only for the server the point started itself (serve.url null), whatever address a user's has
     started = ok[f"{KEY}.url"].isna() if f"{KEY}.url" in ok else pd.Series(False, index=ok.index)
-    where = ok["server_url"].astype(str).where(~started, "embedded")
+    embedded = "embedded"
+    if "server_kind" in ok:  # which embedded server, and llama-server's slots
+        slots = ok["server_parallel"].map(lambda n: f", {n:g} slot{'s' if n != 1 else ''}" if pd.notna(n) else "") \
+            if "server_parallel" in ok else ""
+        embedded = "embedded " + ok["server_kind"].fillna("").astype(str) + slots
+    where = ok["server_url"].astype(str).where(~started, embedded)
     ok["setup"] = ok["server_model"].astype(str) + " @ " + where + " (" + ok[f"{KEY}.api"].astype(str) + ")"
     return ok.sort_values(["setup", "mean_in_flight"])  # by the load offered
 
@@ -127,7 +132,44 @@ def sections(df: pd.DataFrame) -> str:
            else "no TTFT SLO") + (f", p99 TPOT ≤ {ok[SLO_TPOT].dropna().iloc[0]:g} ms"
                                   if SLO_TPOT in ok and ok[SLO_TPOT].notna().any() else ", no TPOT SLO")
     return "\n".join(["#### Knee", "", f"{slo} (`{SLO_TTFT}`, `{SLO_TPOT}`).", "",
-                      markdown_table(pd.DataFrame(rows)), "", *notes, *sample(ok)])
+                      markdown_table(pd.DataFrame(rows)), "", *notes, *reconcile(ok), *sample(ok)])
+
+
+def reconcile(ok: pd.DataFrame) -> list[str]:
+    """The layers side by side for llama-server points: llama-batched-bench on the same file and threads (no HTTP, no
+    sampling), the batch the server achieved, its generation speed while busy, and the throughputs a client sees."""
+    if "reference_tg_tokens_per_s" not in ok or ok["reference_tg_tokens_per_s"].isna().all():
+        return []
+    part = ok[ok["reference_tg_tokens_per_s"].notna()]
+    rows = []
+    for _, r in part.iterrows():
+        busy = r["server_busy_slots_per_decode"]
+        generating = busy / (r["median_tpot_ms"] / 1e3)
+        rows.append({"setup": r["setup"], "level": short_level(r["variant"]),
+                     "batched-bench tg, B=1": r["reference_tg_b1_tokens_per_s"],
+                     "batched-bench tg, B=slots": r["reference_tg_tokens_per_s"],
+                     "busy slots per decode": busy, "generating: busy / TPOT": generating,
+                     "share of batched-bench at B=slots": generating / r["reference_tg_tokens_per_s"],
+                     "server generated tok/s": r["server_output_throughput"],
+                     "client output tok/s": r["output_throughput"]})
+    return ["", "#### Reconciling the layers", "",
+            "For each llama-server point, left to right, from llama.cpp alone to what a client receives:",
+            "",
+            "- *batched-bench tg*: `llama-batched-bench` on the same file and threads with the point's prompt and "
+            "output lengths, one sequence (B=1) and as many as the server's slots: decoding alone, no HTTP, no "
+            "sampling, no queue, every sequence in step (its pp is in `reference_pp_tokens_per_s`). The engine "
+            "experiment's tg and llama-bench's are the B=1 figure measured another way "
+            "(`benchmarks/bench_llama_tools.py` checks they agree).",
+            "- *busy slots per decode*: the batch continuous batching achieved (the server's `/metrics`).",
+            "- *generating: busy / TPOT*: the server's generation speed while it generates, from the client's median "
+            "TPOT. Below batched-bench at that batch size by what each token costs on top of decoding: sampling "
+            "each sequence, detokenizing, and streaming it over HTTP; and when fewer slots are busy, a smaller batch.",
+            "- *server generated tok/s*: tokens the server generated over the level's duration (its `/metrics`). "
+            "Below the generating speed by the time spent on prompts (prefill interleaved with decoding) and idle "
+            "between requests.",
+            "- *client output tok/s*: the same tokens as the client counted them (equal to the server's when "
+            "`token_count_disagreements` is 0); TTFT adds the queue: requests deferred while every slot is busy "
+            "(`server_max_deferred`).", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
 def sample(ok: pd.DataFrame) -> list[str]:

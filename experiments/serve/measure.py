@@ -20,11 +20,12 @@ import numpy as np
 
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, ConfigError, VariantResult
-from experiments.serve import metrics, probe
-from experiments.serve.client import Endpoint, run_load
+from experiments.serve import metrics, probe, server_metrics
+from experiments.serve.client import run_load
 from experiments.serve.redact import Redactor
+from experiments.serve.request import Endpoint
 from experiments.serve.schema import KEY, Profile, ServeConfig
-from experiments.serve.server import EmbeddedServer
+from experiments.serve.server import EmbeddedServer, server_binary
 from experiments.serve.workload import Prompts, requests
 from experiments.shared.model import model_file, read_model
 from experiments.shared.requests import request_table
@@ -49,6 +50,7 @@ COLUMNS = (
                                 "served model is real, random words otherwise"),
     Column("sample_output", "", "what the server generated for that request, as streamed"),
     Column("model_reused", "", "embedded server: True when the model file was found in `serve.models_dir`"),
+    *server_metrics.COLUMNS,
 )
 
 
@@ -101,8 +103,10 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
             tokens = np.array(vocab.tokenize(read_text("pydoc"))) if not cfg.made else None  # a real model: real text
             prompts = Prompts(vocab.count, tokens, vocab.detokenize)
             name = name or path.stem
-            server = stack.enter_context(EmbeddedServer(path, name, n_ctx, cfg.n_threads, cfg.startup_timeout_s))
-            common |= {"model_reused": reused}
+            binary = server_binary(cfg)
+            server = stack.enter_context(EmbeddedServer(path, name, n_ctx, cfg.n_threads, cfg.startup_timeout_s,
+                                                        binary, cfg.parallel if binary else 1))
+            common |= {"model_reused": reused, "server_kind": server.name, "server_parallel": server.parallel}
             url = server.url
         else:
             url = cfg.base_url
@@ -120,11 +124,12 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
             return [VariantResult(fixed_level(cfg).label if cfg.profile is Profile.fixed else "probe",
                                   status="failed", error=f"{death}: {exc}" if death else str(exc))]
         common |= ident
+        with_metrics = bool(server_metrics.read(ep.url))  # llama-server's /metrics (llama.cpp's names)
         levels = [fixed_level(cfg)] if cfg.profile is Profile.fixed else \
             [Level("synchronous", 1, None), Level("throughput", None, None)]
         results = []
         for i, level in enumerate(levels):
-            results.append(_level(ep, cfg, level, rng, prompts, server, common, first=i * cfg.n_requests))
+            results.append(_level(ep, cfg, level, rng, prompts, server, common, i * cfg.n_requests, with_metrics))
             if server is not None and server.exit_code() is not None:
                 break  # the levels left would only fail to connect
             if cfg.profile is Profile.sweep and i == 1:
@@ -132,24 +137,40 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
                     break
                 rates = sweep_rates(results[0].metrics, results[1].metrics, cfg.n_rates)
                 levels += [Level(f"rate {r:.3g}/s", None, r) for r in rates]
-        return results
+    if server is not None and server.binary is not None and cfg.reference:
+        reference = server_metrics.batched_reference(path, cfg.n_threads, cfg.prompt_len, cfg.output_len,
+                                                     server.parallel)
+        for r in results:
+            r.metrics |= reference
+    return results
 
 
 def _level(ep: Endpoint, cfg: ServeConfig, level: Level, rng: np.random.Generator, prompts: Prompts,
-           server: EmbeddedServer | None, common: dict, first: int) -> VariantResult:
+           server: EmbeddedServer | None, common: dict, first: int, with_metrics: bool) -> VariantResult:
     n = cfg.n_requests + cfg.warmup_requests  # lengths are drawn for all, so the first checks the context
     prompt_lens, outputs = cfg.draw_lengths(rng, cfg.prompt_len, n), cfg.draw_lengths(rng, cfg.output_len, n)
     due = np.concatenate([np.zeros(cfg.warmup_requests), cfg.draw_arrivals(rng, cfg.n_requests, level.rate)])
     if server is not None and (need := int((prompt_lens + outputs).max())) > server.n_ctx:
         raise ConfigError(f"a request of {need} tokens ({KEY}.prompt_len + {KEY}.output_len, as drawn) exceeds "
-                          f"the context of the embedded server ({server.n_ctx} tokens, {KEY}.n_ctx)")
+                          f"the context of a slot of the embedded server ({server.n_ctx} tokens, {KEY}.n_ctx)")
     reqs = requests(rng, prompt_lens, outputs, due, prompts, first)
     warm, load = reqs[:cfg.warmup_requests], reqs[cfg.warmup_requests:]
     log.info("%s: %d requests (%d warm-up)", level.label, len(load), len(warm))
-    outcomes, duration, _ = run_load(ep, load, level.concurrency, warm)
+    before: dict[str, float] = {}
+
+    def read_before() -> None:
+        before.update(server_metrics.read(ep.url))
+
+    sampler = server_metrics.Sampler(ep.url)
+    with sampler if with_metrics else contextlib.nullcontext():
+        outcomes, duration, _ = run_load(ep, load, level.concurrency, warm, read_before if with_metrics else None)
+    after = server_metrics.read(ep.url) if with_metrics else {}
+    side = server_metrics.level_figures(before, after, duration, sampler.peaks)
     requested = level.rate if level.rate is not None else math.inf
+    disagree = server_metrics.token_disagreements(outcomes, side.get("server_predicted_tokens"))
     row = {"level_concurrency": level.concurrency, **common,
-           **metrics.summarize(outcomes, duration, requested, cfg.slo_ttft_ms, cfg.slo_tpot_ms)}
+           **metrics.summarize(outcomes, duration, requested, cfg.slo_ttft_ms, cfg.slo_tpot_ms), **side,
+           "token_count_disagreements": disagree}
     sample = next((o for o in outcomes if o.ok and o.text.strip()), None)
     if sample is not None:  # one answer, as the server generated it, after the end of its prompt
         asked = next(r.prompt for r in load if r.index == sample.index)

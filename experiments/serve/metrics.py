@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from experiments.framework.spec import Column
-from experiments.serve.client import Outcome
+from experiments.serve.request import Outcome
 from experiments.shared.requests import RequestRecord
 
 STATS = ("mean", "median", "p90", "p99")
@@ -51,6 +51,8 @@ COLUMNS = (
     Column("prompt_tokens_checked", "", "completed requests whose prompt token count the server reported"),
     Column("prompt_tokens_match", "", "share of those whose count equals the prompt's known length"),
     Column("client_send_ms", "ms", "median time the client took to build and write a request (not in TTFT)"),
+    Column("resends", "", "requests sent again because the pooled connection they went out on had been closed by "
+                          "the server before any answer (llama-server closes it after every streamed answer)"),
 )
 
 
@@ -100,6 +102,7 @@ def summarize(outcomes: list[Outcome], duration_s: float, requested_rate: float,
         "prompt_tokens_match": (sum(o.prompt_tokens_reported == o.prompt_tokens for o in checked) / len(checked)
                                 if checked else math.nan),
         "client_send_ms": 1e3 * float(np.median([o.send_s for o in ok])) if ok else math.nan,
+        "resends": sum(o.resent for o in outcomes),
     }
     if slo_ttft_ms is not None or slo_tpot_ms is not None:
         good = sum((slo_ttft_ms is None or 1e3 * o.ttft_s <= slo_ttft_ms) and
@@ -117,7 +120,8 @@ def records(outcomes: list[Outcome]) -> list[RequestRecord]:
         send = o.sent_s - o.arrival_s
         out.append(RequestRecord(o.index, o.arrival_s, send, [send + t for t in o.chunks_s], o.prompt_tokens,
                                  o.output_tokens, o.error, {"client_ms": 1e3 * o.send_s, "max_tokens": o.max_tokens,
-                                                            "prompt_tokens_reported": o.prompt_tokens_reported}))
+                                                            "prompt_tokens_reported": o.prompt_tokens_reported,
+                                                            "resent": o.resent}))
     return out
 
 
@@ -126,4 +130,5 @@ REQUEST_EXTRA = (
     Column("client_ms", "ms", "the client's own time to build and write the request"),
     Column("max_tokens", "", "output tokens asked (max_tokens, with the end of text ignored)"),
     Column("prompt_tokens_reported", "", "prompt tokens as the server's usage report counts them"),
+    Column("resent", "", "times the request was sent again on a new connection (its pooled one had been closed)"),
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from experiments.serve.client import Endpoint, Request
+from experiments.serve.request import Endpoint, Request
 from experiments.serve.schema import KEY, ServeConfig
 from experiments.serve.server import EmbeddedServer
 from experiments.serve.streams import Api
@@ -108,9 +108,9 @@ async def _identify(ep: Endpoint, req: Request, embedded: bool) -> tuple[Endpoin
         counted = usage.get("prompt_tokens", body.get("prompt_eval_count"))
         version = None
         if not embedded:
-            for path in ("/version", "/api/version"):
-                if (found := await _get_json(session, base + path)) and "version" in found:
-                    version = str(found["version"])
+            for path, field in (("/version", "version"), ("/api/version", "version"), ("/props", "build_info")):
+                if (found := await _get_json(session, base + path)) and field in found:
+                    version = str(found[field]) if field == "version" else f"llama-server {found[field]}"
                     break
     return ep, {"server_url": base, "server_model": ep.model, "server_version": version, "server_header": header,
                 "probe_prompt_tokens": counted, "probe_prompt_tokens_known": req.prompt_tokens}
@@ -121,10 +121,12 @@ def identify(ep: Endpoint, cfg: ServeConfig, rng: np.random.Generator, prompts: 
     """The endpoint with its model name, and the server's identity columns; :class:`Unreachable` if it fails."""
     text, known = prompts(rng, cfg.prompt_len)
     ep, ident = asyncio.run(_identify(ep, Request(-1, text, known, 1), server is not None))
-    if server is not None:
+    if server is not None and server.binary is None:
         import llama_cpp
 
         ident["server_version"] = f"llama-cpp-python {llama_cpp.__version__}"
+    elif server is not None:
+        ident["server_version"] = f"llama-server {server.build_info() or '?'}"
     if known is not None and ident["probe_prompt_tokens"] not in (None, known):
         log.warning("the server counts %s prompt tokens where the model's tokenizer counts %d%s",
                     ident["probe_prompt_tokens"], known,

@@ -19,7 +19,12 @@ from infer_core.serving.traces import Lengths
 
 KEY = "serve"
 EMBEDDED_ONLY = frozenset({"model", "shape", "weights", "pure", "file", "threads", "n_ctx", "models_dir",
-                           "startup_timeout_s"})
+                           "startup_timeout_s", "server", "parallel", "reference"})
+
+
+class Server(Enum):
+    llama_server = "llama_server"  # llama.cpp's own llama-server (make tools): slots, continuous batching, /metrics
+    llama_cpp_python = "llama_cpp_python"  # llama-cpp-python's server: one request at a time
 
 
 class Profile(Enum):
@@ -45,7 +50,13 @@ class ServeConfig(ModelKnobs, TraceKnobs):
                                         "lists (required for Ollama)")
     api_key_env: str | None = knob(None, "name of the environment variable holding the API key (the key itself "
                                          "is never in a config, row or log)")
-    n_ctx: int | None = knob(None, "embedded server: context size; null: the model's")
+    server: Server = knob(Server.llama_server, "embedded server: `llama_server` (llama.cpp's llama-server, built by "
+                                               "`make tools`; without them the point falls back, saying so) or "
+                                               "`llama_cpp_python` (llama-cpp-python's)")
+    parallel: int = knob(1, "embedded llama-server: slots (`-np`), requests decoded together by continuous batching")
+    n_ctx: int | None = knob(None, "embedded server: context size per slot; null: the model's")
+    reference: bool = knob(True, "embedded llama-server: after the load, run llama-batched-bench on the same file, "
+                                 "threads and lengths, at batch 1 and `parallel` (the layers reconciled in the report)")
     startup_timeout_s: float = knob(120.0, "embedded server: how long to wait for it to answer")
     profile: Profile = knob(Profile.fixed, "`fixed`: one load level; `sweep`: synchronous, maximum throughput, "
                                            "then `n_rates` rates between (as GuideLLM's sweep)")
@@ -60,7 +71,7 @@ class ServeConfig(ModelKnobs, TraceKnobs):
 
     def __post_init__(self) -> None:
         self.check_trace()
-        require_positive(KEY, self, "n_rates")
+        require_positive(KEY, self, "n_rates", "parallel")
         require_positive(KEY, self, "warmup_requests", minimum=0)
         for name in ("timeout_s", "startup_timeout_s"):
             require(getattr(self, name) > 0, f"{KEY}.{name}={getattr(self, name)} must be > 0")
@@ -74,6 +85,9 @@ class ServeConfig(ModelKnobs, TraceKnobs):
                                                          "llama.cpp server speaks the OpenAI API")
             self.check_model()
             require(self.n_ctx is None or self.n_ctx >= 1, f"{KEY}.n_ctx={self.n_ctx} must be >= 1, or null")
+            require(self.parallel == 1 or self.server is Server.llama_server,
+                    f"{KEY}.parallel={self.parallel} needs {KEY}.server=llama_server: llama-cpp-python's server "
+                    "answers one request at a time")
         else:
             require(self.url.startswith(("http://", "https://")), f"{KEY}.url={self.url!r} must start with "
                                                                    "http:// or https://")
@@ -84,6 +98,8 @@ class ServeConfig(ModelKnobs, TraceKnobs):
         skip = set(EMBEDDED_ONLY) if self.url is not None else set()
         if self.url is None:
             skip |= self.model_inactive()
+            if self.server is Server.llama_cpp_python:
+                skip |= {"parallel", "reference"}
         skip |= self.trace_inactive()
         if self.profile is Profile.sweep:
             skip |= {"concurrency", "rate", "burstiness"}

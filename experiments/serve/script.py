@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 
-FAULTS = ("none", "malformed", "stall", "http401", "http429", "http500", "cut")
+FAULTS = ("none", "malformed", "stall", "http401", "http429", "http500", "cut", "close")  # close: after the answer
 
 
 @dataclass(frozen=True)

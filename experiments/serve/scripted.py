@@ -1,14 +1,12 @@
 """A scripted streaming server: programmed delays and faults, for checking the client, not a model.
 
-``python -m experiments.serve.scripted --ttft-ms 20 --itl-ms 5`` listens on 127.0.0.1 (a free port,
-printed as ``listening on http://127.0.0.1:PORT``) and answers ``/v1/completions``,
-``/v1/chat/completions`` and ``/api/generate`` with ``max_tokens`` (``num_predict``) words: the
-first chunk ``ttft`` after the request arrived, then a chunk of ``tokens_per_chunk`` words every
-``tokens_per_chunk × itl``, each on its own deadline (timers, not accumulated sleeps), then a usage
-report. ``--fault`` makes every ``--fault-every``-th request misbehave as real servers do.
-
-It is a bare asyncio protocol (HTTP/1.1, keep-alive, chunked bodies) rather than a web framework:
-a test server must cost the machine little, so that what the client measures is the script.
+``python -m experiments.serve.scripted --ttft-ms 20 --itl-ms 5`` listens on 127.0.0.1 (a free port, printed as
+``listening on http://127.0.0.1:PORT``) and answers ``/v1/completions``, ``/v1/chat/completions`` and
+``/api/generate`` with ``max_tokens`` (``num_predict``) words: the first chunk ``ttft`` after the request arrived,
+then a chunk of ``tokens_per_chunk`` words every ``tokens_per_chunk × itl``, each on its own deadline (timers, not
+accumulated sleeps), then a usage report. ``--fault`` makes every ``--fault-every``-th request misbehave as real
+servers do. It is a bare asyncio protocol (HTTP/1.1, keep-alive, chunked bodies) rather than a web framework: a test
+server must cost the machine little, so that what the client measures is the script.
 """
 
 from __future__ import annotations
@@ -118,13 +116,15 @@ class ScriptedHTTP(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % kind)
         self.busy = True
         chunks: list[bytes | None] = list(script_chunks(path, n, s.tokens_per_chunk, s.ping, prompt_tokens))
-        if fault != "none":  # in the middle of the stream, and nothing after it
+        end = len(chunks) - 1 if fault in ("none", "close") else -1  # the chunk that ends the answer (-1: none)
+        chunks += [b"cut"] if fault == "close" else []  # as llama-server does: the answer whole, then closed unsaid
+        if fault not in ("none", "close"):  # in the middle of the stream, and nothing after it
             half = len(chunks) // 2
             chunks[half:] = [{"malformed": b'{"response": "w\n' if ollama else b'data: {"choices": [{"text": "w\n\n',
                               "stall": None, "cut": b"cut"}[fault]]
         step = s.tokens_per_chunk * s.itl_ms / 1e3
         due = self.arrived + s.ttft_ms / 1e3
-        self.plan = [(due + j * step, data, j == len(chunks) - 1 and fault == "none") for j, data in enumerate(chunks)]
+        self.plan = [(due + j * step, data, j == end) for j, data in enumerate(chunks)]
         self.plan.reverse()
         self.timer = asyncio.get_running_loop().call_at(self.plan[-1][0] - self.lead, self.emit)
 
@@ -136,8 +136,7 @@ class ScriptedHTTP(asyncio.Protocol):
         if data is None:  # stall: say nothing more until the client gives up
             return
         if data == b"cut":
-            self.transport.close()
-            return
+            return self.transport.close()
         self.transport.write(_chunk(data) + (b"0\r\n\r\n" if last else b""))
         if self.plan:
             self.timer = asyncio.get_running_loop().call_at(self.plan[-1][0] - self.lead, self.emit)

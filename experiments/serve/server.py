@@ -1,17 +1,23 @@
-"""The embedded server: llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``) on 127.0.0.1.
+"""The embedded server on 127.0.0.1: llama.cpp's own ``llama-server`` (built by ``make tools``), or
+llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``).
 
 :class:`EmbeddedServer` is a context manager: it starts the server on a free port in its own process
-group, waits until ``/v1/models`` answers, and on leaving (normally, on an exception, on Ctrl-C)
-stops the whole group, SIGTERM then SIGKILL, and reaps it. Should this process die without
-cleaning up (SIGKILL), the kernel kills the server too (``PR_SET_PDEATHSIG``): no orphan survives.
+group, waits until it answers, and on leaving (normally, on an exception, on Ctrl-C) stops the whole
+group, SIGTERM then SIGKILL, and reaps it. Should this process die without cleaning up (SIGKILL), the
+kernel kills the server too (``PR_SET_PDEATHSIG``, set before the server's program starts): no orphan
+survives.
 
-It runs with ``--interrupt_requests False``: by default llama-cpp-python cuts a streaming answer short
-as soon as another request waits. It serves one request at a time; others queue, as they would.
+``llama-server`` runs ``parallel`` slots with continuous batching, each slot with ``n_ctx`` tokens of its
+own (``-c`` is ``parallel × n_ctx`` with the KV buffer not unified: each slot gets its share of ``-c``),
+and its Prometheus ``/metrics``. llama-cpp-python's server runs with ``--interrupt_requests False`` (by
+default it cuts a streaming answer short as soon as another request waits); it serves one request at a
+time, others queue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -25,6 +31,8 @@ from pathlib import Path
 
 from experiments.framework.isolate import exit_reason
 from experiments.framework.spec import ConfigError
+from experiments.serve.schema import KEY, ServeConfig, Server
+from experiments.shared import llama_tools
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -37,21 +45,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_DEATH_SIGNAL = ("import contextlib, ctypes, os, runpy, sys\n"
+                 "with contextlib.suppress(OSError, AttributeError):\n"
+                 f"    ctypes.CDLL('libc.so.6').prctl({PR_SET_PDEATHSIG}, {int(signal.SIGKILL)})\n")
 #: Runs the server module after asking the kernel to SIGKILL it when its parent dies (Linux; elsewhere a
 #: no-op). Done in the child itself rather than in a ``preexec_fn``, which is unsafe in a threaded parent.
-LAUNCH = ("import contextlib, ctypes, runpy, sys\n"
-          "with contextlib.suppress(OSError, AttributeError):\n"
-          f"    ctypes.CDLL('libc.so.6').prctl({PR_SET_PDEATHSIG}, {int(signal.SIGKILL)})\n"
-          "sys.argv[0] = 'llama_cpp.server'\n"
+LAUNCH = (_DEATH_SIGNAL + "sys.argv[0] = 'llama_cpp.server'\n"
           "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n")
+#: The same for a program: the death signal survives ``execv``, so it holds for the program that replaces us.
+EXEC = _DEATH_SIGNAL + "os.execv(sys.argv[1], sys.argv[1:])\n"
 
 
 class EmbeddedServer:
-    """llama.cpp's server on ``model`` (a GGUF file), named ``alias`` in its answers."""
+    """llama.cpp's server on ``model`` (a GGUF file), named ``alias`` in its answers: ``llama-server`` at the path
+    ``binary`` with ``parallel`` slots of ``n_ctx`` tokens each, or llama-cpp-python's when ``binary`` is None."""
 
-    def __init__(self, model: Path, alias: str, n_ctx: int, threads: int, startup_timeout_s: float) -> None:
+    def __init__(self, model: Path, alias: str, n_ctx: int, threads: int, startup_timeout_s: float,
+                 binary: Path | None = None, parallel: int = 1) -> None:
         self.model, self.alias, self.n_ctx, self.threads = model, alias, n_ctx, threads
-        self.startup_timeout_s = startup_timeout_s
+        self.startup_timeout_s, self.binary, self.parallel = startup_timeout_s, binary, parallel
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log_file = tempfile.TemporaryFile(mode="w+b")
@@ -61,15 +73,34 @@ class EmbeddedServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def name(self) -> str:
+        return "llama-server" if self.binary is not None else "llama-cpp-python"
+
+    @property
+    def arguments(self) -> list[str]:
+        """The server's own command line, after its program."""
+        if self.binary is None:
+            return ["--model", str(self.model), "--model_alias", self.alias, "--host", "127.0.0.1", "--port",
+                    str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads),
+                    "--n_threads_batch", str(self.threads), "--interrupt_requests", "False"]
+        return ["-m", str(self.model), "-a", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
+                "-c", str(self.parallel * self.n_ctx), "-np", str(self.parallel), "--no-kv-unified",
+                "--cont-batching", "-t", str(self.threads), "-tb", str(self.threads), "--metrics", "--no-webui"]
+
+    @property
     def command(self) -> list[str]:
-        return [sys.executable, "-c", LAUNCH, "--model", str(self.model), "--model_alias", self.alias,
-                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-                "--interrupt_requests", "False"]
+        if self.binary is None:
+            return [sys.executable, "-c", LAUNCH, *self.arguments]
+        return [sys.executable, "-c", EXEC, str(self.binary), *self.arguments]
+
+    @property
+    def health_path(self) -> str:
+        return "/health" if self.binary is not None else "/v1/models"
 
     def __enter__(self) -> EmbeddedServer:
         self.port = free_port()
-        log.info("starting the embedded server: python -m llama_cpp.server %s", " ".join(self.command[3:]))
+        log.info("starting the embedded server: %s %s", self.binary or "python -m llama_cpp.server",
+                 " ".join(self.arguments))
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -81,6 +112,14 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def build_info(self) -> str | None:
+        """llama-server's build (``/props``' ``build_info``: ``b<number>-<commit>``); None if it does not say."""
+        try:
+            with urllib.request.urlopen(self.url + "/props", timeout=5) as resp:
+                return str(json.loads(resp.read()).get("build_info") or "") or None
+        except (OSError, ValueError):
+            return None
 
     def exit_code(self) -> int | None:
         """None while the server runs, else its exit code (negative: the signal that ended it)."""
@@ -115,7 +154,7 @@ class EmbeddedServer:
             if self.exit_code() is not None:
                 raise RuntimeError(f"{self.died()} while starting: {self.tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as resp:
+                with urllib.request.urlopen(self.url + self.health_path, timeout=2) as resp:
                     if resp.status == 200:
                         log.info("embedded server ready on %s after %.1f s (pid %d)", self.url,
                                  time.perf_counter() - started, self.proc.pid if self.proc else -1)
@@ -141,3 +180,18 @@ class EmbeddedServer:
                 os.killpg(proc.pid, signal.SIGKILL)
         if not self.log_file.closed:
             self.log_file.close()
+
+
+def server_binary(cfg: ServeConfig) -> Path | None:
+    """The ``llama-server`` the embedded server runs, or None for llama-cpp-python's (asked for, or the fallback
+    when the tools are not built, said in one line)."""
+    if cfg.server is Server.llama_cpp_python:
+        return None
+    try:
+        return llama_tools.tool("llama-server")
+    except llama_tools.ToolsMissing as exc:
+        if cfg.parallel > 1:
+            raise ConfigError(f"{KEY}.parallel={cfg.parallel} needs llama-server: {exc}") from None
+        log.warning("%s; %s.server=llama_server falls back to llama-cpp-python's server (one request at a time)",
+                    exc, KEY)
+        return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.serve.client import Request
+from experiments.serve.request import Request
 
 Counter = Callable[[str], int]  # a prompt's token count as the server will count it
 
