@@ -10,7 +10,7 @@ import pytest
 
 from experiments.shared import llama_tools
 from experiments.shared.llama_build import EngineBuildError
-from tests.conftest import run_app
+from tests.conftest import run_app, run_report
 
 LOAD = ["serve.n_requests=200", "serve.warmup_requests=2", "serve.prompt_len=16", "serve.output_len=8",
         "serve.n_ctx=64"]
@@ -87,10 +87,17 @@ def test_llama_server_answers_every_request_at_concurrency_1_4_and_16(slots_swee
     # the server generated exactly what the client received, request by request and in total
     assert (df["total_output_tokens"] == 200 * 8).all() and (df["server_predicted_tokens"] == 200 * 8).all()
     assert (df["token_count_disagreements"] == 0).all()
-    # four slots at most: at concurrency 16 the rest wait (deferred or queued in the HTTP layer)
-    assert (df["server_max_processing"] <= 4).all() and df["server_max_processing"].iloc[0] == 1
-    assert (df["server_busy_slots_per_decode"] >= 1).all()
+    # four slots at most (sampled every 0.25 s), every decode with a busy slot, and one at a time at concurrency 1
+    assert (df["server_max_processing"] <= 4).all() and (df["server_busy_slots_per_decode"] >= 1).all()
+    assert df["server_busy_slots_per_decode"].iloc[0] == 1.0
     assert (df["server_context_high_water"] <= 64).all()
+    # llama-batched-bench on the same file and threads, at batch 1 and 4, and the layers side by side in the report
+    assert (df["reference_tg_b1_tokens_per_s"] > 0).all() and (df["reference_tg_tokens_per_s"] > 0).all()
+    report = run_report(str(sweep))
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (sweep / "report" / "report.md").read_text()
+    assert "#### Reconciling the layers" in text and "batched-bench tg, B=slots" in text
+    assert "@ embedded llama-server, 4 slots (openai_completions)" in text
 
 
 def test_a_request_longer_than_a_slots_context_is_refused_before_the_load(tmp_path, models):
@@ -113,3 +120,18 @@ def test_llama_bench_as_an_engine_gives_the_engines_rows_from_its_own_repetition
     assert (df["n_threads"] == 1).all()
     # the logits are checked through the same llama.cpp: a q8_0 file agrees with the NumPy reference
     assert (df["top1_agree_vs_ref"] == 1.0).all() and (df["max_rel_diff_vs_ref"] < 1e-2).all()
+
+
+def test_without_the_tools_the_embedded_server_falls_back_saying_so_in_one_line(tmp_path, monkeypatch, models):
+    monkeypatch.setenv("INFER_SWEEP_CACHE", str(tmp_path / "no-tools"))
+    proc = run_app("experiment=serve", "serve.n_requests=4", "serve.output_len=4", f"serve.models_dir={models}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "falls back" in line]
+    assert len(said) == 1 and "llama-server is not built: run `make tools`" in said[0], said
+    row = rows(tmp_path / "run").iloc[0]
+    assert row["server_kind"] == "llama-cpp-python" and row["completed"] == 4
+    slots = run_app("experiment=serve", "serve.parallel=2", f"serve.models_dir={models}",
+                    f"hydra.run.dir={tmp_path / 'slots'}")
+    assert slots.returncode == 1 and "Traceback" not in slots.stderr
+    assert "serve.parallel=2 needs llama-server: llama-server is not built: run `make tools`" in slots.stderr

@@ -29,7 +29,8 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return ok
     # "embedded" only for the server the point started itself (serve.url null), whatever address a user's has
-    started = ok[f"{KEY}.url"].isna() if f"{KEY}.url" in ok else pd.Series(False, index=ok.index)
+    # (the report drops a column null in every row: no `serve.url` column means every server was the point's own)
+    started = ok[f"{KEY}.url"].isna() if f"{KEY}.url" in ok else pd.Series(True, index=ok.index)
     embedded = "embedded"
     if "server_kind" in ok:  # which embedded server, and llama-server's slots
         slots = ok["server_parallel"].map(lambda n: f", {n:g} slot{'s' if n != 1 else ''}" if pd.notna(n) else "") \
@@ -144,7 +145,8 @@ def reconcile(ok: pd.DataFrame) -> list[str]:
     rows = []
     for _, r in part.iterrows():
         busy = r["server_busy_slots_per_decode"]
-        generating = busy / (r["median_tpot_ms"] / 1e3)
+        tpot = r["median_tpot_ms"]  # 0 when a fast server's tokens reach the client in one read
+        generating = busy / (tpot / 1e3) if tpot > 0 else np.nan
         rows.append({"setup": r["setup"], "level": short_level(r["variant"]),
                      "batched-bench tg, B=1": r["reference_tg_b1_tokens_per_s"],
                      "batched-bench tg, B=slots": r["reference_tg_tokens_per_s"],
@@ -188,7 +190,8 @@ def sample(ok: pd.DataFrame) -> list[str]:
 
 REPORT = Report(
     headline=("completed", "failed", "request_throughput", "output_throughput", "median_ttft_ms",
-              "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2el_ms", "request_goodput"),
+              "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "median_e2el_ms", "request_goodput",
+              "server_busy_slots_per_decode", "server_max_deferred", "token_count_disagreements"),
     plots=plots,
     sections=sections,
 )
