@@ -148,6 +148,8 @@ def reconcile(ok: pd.DataFrame) -> list[str]:
         tpot = r["median_tpot_ms"]  # 0 when a fast server's tokens reach the client in one read
         generating = busy / (tpot / 1e3) if tpot > 0 else np.nan
         rows.append({"setup": r["setup"], "level": short_level(r["variant"]),
+                     "engine tg": r.get("reference_engine_tg_tokens_per_s", np.nan),
+                     "llama-bench tg": r.get("reference_llama_bench_tg_tokens_per_s", np.nan),
                      "batched-bench tg, B=1": r["reference_tg_b1_tokens_per_s"],
                      "batched-bench tg, B=slots": r["reference_tg_tokens_per_s"],
                      "busy slots per decode": busy, "generating: busy / TPOT": generating,
@@ -157,11 +159,12 @@ def reconcile(ok: pd.DataFrame) -> list[str]:
     return ["", "#### Reconciling the layers", "",
             "For each llama-server point, left to right, from llama.cpp alone to what a client receives:",
             "",
-            "- *batched-bench tg*: `llama-batched-bench` on the same file and threads with the point's prompt and "
-            "output lengths, one sequence (B=1) and as many as the server's slots: decoding alone, no HTTP, no "
-            "sampling, no queue, every sequence in step (its pp is in `reference_pp_tokens_per_s`). The engine "
-            "experiment's tg and llama-bench's are the B=1 figure measured another way "
-            "(`benchmarks/bench_llama_tools.py` checks they agree).",
+            "- *engine tg*, *llama-bench tg*: one sequence generating `serve.output_len` tokens on the same file and "
+            "threads, timed in process as the engine experiment times it and by `llama-bench` "
+            "(`benchmarks/bench_llama_tools.py` checks the two agree within 5%).",
+            "- *batched-bench tg*: `llama-batched-bench` with the point's prompt and output lengths, one sequence "
+            "(B=1: the same decoding as above, after a prompt) and as many as the server's slots: decoding alone, no "
+            "HTTP, no sampling, no queue, every sequence in step (its pp is in `reference_pp_tokens_per_s`).",
             "- *busy slots per decode*: the batch continuous batching achieved (the server's `/metrics`).",
             "- *generating: busy / TPOT*: the server's generation speed while it generates, from the client's median "
             "TPOT. Below batched-bench at that batch size by what each token costs on top of decoding: sampling "

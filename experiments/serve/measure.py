@@ -20,7 +20,7 @@ import numpy as np
 
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column, ConfigError, VariantResult
-from experiments.serve import metrics, probe, server_metrics
+from experiments.serve import metrics, probe, reference, server_metrics
 from experiments.serve.client import run_load
 from experiments.serve.redact import Redactor
 from experiments.serve.request import Endpoint
@@ -51,6 +51,7 @@ COLUMNS = (
     Column("sample_output", "", "what the server generated for that request, as streamed"),
     Column("model_reused", "", "embedded server: True when the model file was found in `serve.models_dir`"),
     *server_metrics.COLUMNS,
+    *reference.COLUMNS,
 )
 
 
@@ -138,10 +139,9 @@ def _run(cfg: ServeConfig, seed: int) -> list[VariantResult]:
                 rates = sweep_rates(results[0].metrics, results[1].metrics, cfg.n_rates)
                 levels += [Level(f"rate {r:.3g}/s", None, r) for r in rates]
     if server is not None and server.binary is not None and cfg.reference:
-        reference = server_metrics.batched_reference(path, cfg.n_threads, cfg.prompt_len, cfg.output_len,
-                                                     server.parallel)
+        below = reference.measure(path, cfg.n_threads, cfg.prompt_len, cfg.output_len, server.parallel, seed)
         for r in results:
-            r.metrics |= reference
+            r.metrics |= below
     return results
 
 

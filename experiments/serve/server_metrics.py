@@ -10,18 +10,13 @@ decode since the start; with ``n_decode_total`` beside it, the level's own avera
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from experiments.framework.spec import Column
 from experiments.serve.request import Outcome
-from experiments.shared import batched_bench
-
-log = logging.getLogger(__name__)
 
 PREFIX = "llamacpp:"
 
@@ -47,11 +42,6 @@ COLUMNS = (
     Column("token_count_disagreements", "", "requests whose streamed token chunks differ from the server's usage "
                                             "count, plus 1 if the server's generated total differs from the "
                                             "client's (both counted over the measured requests)"),
-    Column("reference_tg_b1_tokens_per_s", "tok/s", "llama-batched-bench on the same file and threads, one sequence: "
-                                                    "S_TG, generation without HTTP, sampling or queueing"),
-    Column("reference_tg_tokens_per_s", "tok/s", "llama-batched-bench at a batch of `serve.parallel` sequences: "
-                                                 "S_TG, the generation throughput that many busy slots reach at best"),
-    Column("reference_pp_tokens_per_s", "tok/s", "llama-batched-bench at that batch: S_PP, prompt processing"),
 )
 
 
@@ -137,17 +127,3 @@ def token_disagreements(outcomes: list[Outcome], server_predicted: float | None)
     if server_predicted is not None and not math.isnan(server_predicted):
         n += int(server_predicted != sum(o.output_tokens for o in outcomes))
     return n
-
-
-def batched_reference(path: Path, threads: int, prompt_len: int, output_len: int, parallel: int) -> dict[str, float]:
-    """llama-batched-bench on the served file and threads, at batch 1 and at the server's slots, with the point's
-    prompt and output lengths: what llama.cpp decodes without HTTP, sampling or queueing (the server stopped)."""
-    batches = sorted({1, parallel})
-    try:
-        found = batched_bench.run(path, threads, prompt_len, output_len, batches)
-    except (RuntimeError, OSError) as exc:
-        log.warning("no llama-batched-bench reference: %s", exc)
-        return {}
-    return {"reference_tg_b1_tokens_per_s": found[1].tg_tokens_per_s,
-            "reference_tg_tokens_per_s": found[parallel].tg_tokens_per_s,
-            "reference_pp_tokens_per_s": found[parallel].pp_tokens_per_s}
