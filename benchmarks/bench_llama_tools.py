@@ -87,11 +87,16 @@ def check_bench(table: Table, path: Path, threads: int, rounds: int) -> None:
             holds=bool(np.median(ratios[test]) >= 0.95)))
 
 
-def perplexity_run(model: Path, args: list[str], threads: int) -> str:
+def perplexity_run(model: Path, args: list[str], threads: int, needs: str = "") -> str:
+    """llama-perplexity's output; run again (three times at most) when the line ``needs`` is missing: it prints
+    through llama.cpp's asynchronous logger, which can exit before writing its last lines (llama.cpp issue 22142)."""
     cmd = [str(tool("llama-perplexity")), "-m", str(model), "-t", str(threads), "-fa", "off", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    if proc.returncode != 0:
-        raise RuntimeError(f"llama-perplexity failed: {proc.stderr.strip().splitlines()[-1:]}")
+    for _ in range(3):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+        if proc.returncode != 0:
+            raise RuntimeError(f"llama-perplexity failed: {proc.stderr.strip().splitlines()[-1:]}")
+        if needs in proc.stdout + proc.stderr:
+            break
     return proc.stdout + proc.stderr
 
 
@@ -140,7 +145,8 @@ def check_perplexity(table: Table, source: Path, files: dict[str, Path], threads
         base = [engine.logits(c) for c in cut]
     for name, path in files.items():
         theirs = parse_kld(perplexity_run(path, ["--kl-divergence-base", str(base_file), "--kl-divergence", "-c",
-                                                 str(n_ctx), "-b", str(n_ctx), "--chunks", str(n_chunks)], threads))
+                                                 str(n_ctx), "-b", str(n_ctx), "--chunks", str(n_chunks)], threads,
+                                              needs="Same top p"))
         with LlamaCpp(path, threads, n_ctx, n_batch=n_ctx, n_ubatch=min(512, n_ctx), logits_all=True) as engine:
             logits = [engine.logits(c) for c in cut]
         ours = summarize(TokenScores.concat([chunk_scores(q, b, c).rows(pos) for q, b, c in zip(logits, base, cut,

@@ -94,7 +94,8 @@ def test_llama_server_answers_every_request_at_concurrency_1_4_and_16(slots_swee
     # the layers under the server on the same file and threads (in process, llama-bench, llama-batched-bench at batch
     # 1 and 4), side by side in the report
     for layer in ("engine_tg", "llama_bench_tg", "tg_b1", "tg", "pp"):
-        assert (df[f"reference_{layer}_tokens_per_s"] > 0).all(), layer
+        assert (df[f"reference_{layer}_tokens_per_s"] > 0).all(), \
+            (layer, [x for x in (proc.stdout + proc.stderr).splitlines() if "reference under the server" in x])
     report = run_report(str(sweep))
     assert report.returncode == 0, report.stderr[-2000:]
     text = (sweep / "report" / "report.md").read_text()
