@@ -55,7 +55,7 @@ MODEL = "smollm2-135m-instruct"
 
 def llama_bench(path: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
     """llama-bench's median t/s of pp and tg (its JSON, each repetition's time)."""
-    from experiments.engine import llama_bench as lb
+    from experiments.shared import llama_bench as lb
 
     cmd = lb.command(path, threads, n_prompt, n_gen, 0, 512, 512, False, "f16", "f16", reps)
     out = {}

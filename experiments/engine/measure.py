@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from experiments.engine import llama_bench
 from experiments.engine.fidelity import compare
 from experiments.engine.numpy_engine import NumpyEngine
 from experiments.engine.schema import KEY, Backend, EngineConfig
 from experiments.framework.bench import BenchConfig, check_fits, run_variant, timing_columns
 from experiments.framework.progress import machine_reference
 from experiments.framework.spec import Column, ConfigError, VariantResult
+from experiments.shared import llama_bench
 from experiments.shared.llamacpp import CACHE_TYPE_BYTES, LlamaCpp, rates, time_test
 from experiments.shared.model import model_file, read_model
 from infer_core.measure.timing import Timing
@@ -122,7 +122,11 @@ def run(cfg: EngineConfig, bench: BenchConfig, seed: int) -> list[VariantResult]
               "bits_per_weight": bits_per_weight(stored), "model_reused": reused,
               "bandwidth_gbps": machine.read_gbps, "peak_gflops": machine.peak_gflops("float32")}
     results = []
-    measured_by = llama_bench.timings(cfg, bench, path, common) if cfg.backend is Backend.llama_bench else None
+    measured_by = None
+    if cfg.backend is Backend.llama_bench:
+        measured_by = llama_bench.timings(llama_bench.command(
+            path, cfg.n_threads, cfg.n_prompt, cfg.n_gen, cfg.depth, cfg.n_batch, cfg.n_ubatch, cfg.flash_attn,
+            cfg.type_k.value, cfg.type_v.value, bench.repeats), bench.max_seconds, common)
     with open_engine(cfg, path, max(need, cfg.n_check)) as engine:
         common["load_s"] = engine.load_s
         engine.keep(0)

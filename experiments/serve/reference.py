@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.engine import llama_bench
 from experiments.framework.bench import BenchConfig
 from experiments.framework.spec import Column
-from experiments.shared import batched_bench
+from experiments.shared import batched_bench, llama_bench
 from experiments.shared.llamacpp import LlamaCpp, rates, time_test
 
 log = logging.getLogger(__name__)

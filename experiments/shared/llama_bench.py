@@ -1,5 +1,5 @@
-"""``engine.backend=llama_bench``: llama.cpp's own benchmark (built by ``make tools``) on the point's file, threads
-and tests, its JSON output parsed into the engine's rows.
+"""llama.cpp's own benchmark (built by ``make tools``) on a file, threads and tests, its JSON output parsed into
+timings: ``engine.backend=llama_bench`` makes its rows of them, serve's reference its tg.
 
 llama-bench runs its own warm-up, then ``-r`` repetitions of each test, each from a cache filled to ``-d`` tokens
 with synthetic tokens; its JSON gives every repetition's time (``samples_ns``), which become the row's samples, so
@@ -15,8 +15,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.engine.schema import EngineConfig
-from experiments.framework.bench import BenchConfig
 from experiments.shared.llama_tools import tool
 from infer_core.measure.timing import Timing
 
@@ -79,13 +77,12 @@ def run(cmd: list[str], timeout_s: float) -> list[LlamaBenchTest]:
         raise LlamaBenchError(f"llama-bench printed no JSON result ({exc}): {last.strip()}") from None
 
 
-def timings(cfg: EngineConfig, bench: BenchConfig, path: Path, common: dict) -> dict[str, Timing | str]:
-    """llama-bench's timing of each test of the point (or, in place of one, why it has none)."""
-    cmd = command(path, cfg.n_threads, cfg.n_prompt, cfg.n_gen, cfg.depth, cfg.n_batch, cfg.n_ubatch,
-                              cfg.flash_attn, cfg.type_k.value, cfg.type_v.value, bench.repeats)
+def timings(cmd: list[str], timeout_s: float, common: dict) -> dict[str, Timing | str]:
+    """llama-bench's timing of each test of ``cmd`` (or, in place of one, why it has none); its build goes into
+    ``common["engine_version"]``."""
     log.info("running %s", " ".join(cmd))
     try:
-        tests = run(cmd, bench.max_seconds)
+        tests = run(cmd, timeout_s)
     except LlamaBenchError as exc:
         return {"pp": str(exc), "tg": str(exc)}
     if tests:
