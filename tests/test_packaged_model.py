@@ -104,7 +104,8 @@ def test_a_served_real_model_is_prompted_with_real_text_and_its_answer_is_report
 
     sweep = tmp_path / "sweep"
     proc = run_app("-m", "experiment=serve", f"serve.model={NAME}", "serve.n_requests=2", "serve.warmup_requests=0",
-                   "serve.prompt_len=40", "serve.output_len=8", "serve.threads=1", f"hydra.sweep.dir={sweep}")
+                   "serve.prompt_len=40", "serve.output_len=8", "serve.threads=1", "serve.reference=false",
+                   f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = pd.read_csv(next(sweep.rglob("results.csv"))).iloc[0]
     assert row["status"] == "ok" and row["probe_prompt_tokens"] == row["probe_prompt_tokens_known"] <= 40

@@ -97,10 +97,11 @@ def test_a_killed_server_fails_its_point_in_one_line_and_the_next_point_starts_a
     point fails with one line naming the crash, the next point runs on a new server."""
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "experiment=serve", f"serve.server={server}",
-           "serve.parallel=2" if server == "llama_server" else "serve.parallel=1", "serve.concurrency=2,1",
+           "serve.parallel=2" if server == "llama_server" else "serve.parallel=1", "serve.concurrency=2",
            "serve.n_requests=8", "serve.warmup_requests=1", "serve.prompt_len=16", "serve.threads=1",
-           # llama-server decodes both requests in one batch: longer answers keep it busy past the kill
-           "serve.output_len=1500" if server == "llama_server" else "serve.output_len=400",
+           # long answers keep the first point busy past the kill (llama-server decodes two at once: longer still);
+           # the next point's answers are short
+           "serve.output_len=1500,8" if server == "llama_server" else "serve.output_len=400,8",
            f"serve.models_dir={models}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _first_server(models, proc)
@@ -108,8 +109,8 @@ def test_a_killed_server_fails_its_point_in_one_line_and_the_next_point_starts_a
     os.kill(int(pid), signal.SIGSEGV)  # as a native crash of llama.cpp ends it
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 1, err[-2000:]
-    df = rows(sweep).set_index("level_concurrency")
-    killed, next_point = df.loc[2], df.loc[1]
+    df = rows(sweep).set_index("serve.output_len")
+    killed, next_point = df.loc[df.index.max()], df.loc[8]
     assert killed["status"] == "failed" and next_point["status"] == "ok", (killed["error"], next_point["error"])
     assert re.fullmatch(r"the embedded server crashed: signal 11 \(SIGSEGV\) during the load: \d of 8 requests "
                         r"failed, the first with: .+", killed["error"]), killed["error"]
