@@ -53,7 +53,7 @@ quality: $(STAMP)
 	$(PY) experiments/report.py $$dir || exit 1; exit $$status
 
 tools: $(STAMP)
-	$(PY) -m experiments.shared.llama_tools
+	$(PY) -m experiments.shared.tools_build
 
 test: $(STAMP) tools
 	$(PY) -m ruff check .

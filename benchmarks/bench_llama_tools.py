@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from experiments.serve.server import EmbeddedServer
 from experiments.serve.streams import Api
 from experiments.serve.workload import Prompts
 from experiments.shared import batched_bench
-from experiments.shared.llama_tools import tool
+from experiments.shared.llama_tools import run_tool, tool
 from experiments.shared.llamacpp import LlamaCpp, rates, time_test
 from experiments.shared.packaged import cache_dir, packaged_file
 from experiments.shared.text import read_text
@@ -58,10 +57,7 @@ def llama_bench(path: Path, threads: int, n_prompt: int, n_gen: int, reps: int) 
     from experiments.shared import llama_bench as lb
 
     cmd = lb.command(path, threads, n_prompt, n_gen, 0, 512, 512, False, "f16", "f16", reps)
-    out = {}
-    for t in lb.run(cmd, 600):
-        out[t.test] = float(np.median(t.n_tokens / (np.asarray(t.samples_ns) / 1e9)))
-    return out
+    return {t.test: rates(t.timing, t.n_tokens)["tokens_per_s"] for t in lb.run(cmd, 600)}
 
 
 def check_bench(table: Table, path: Path, threads: int, rounds: int) -> None:
@@ -88,15 +84,11 @@ def check_bench(table: Table, path: Path, threads: int, rounds: int) -> None:
 
 
 def perplexity_run(model: Path, args: list[str], threads: int, needs: str = "") -> str:
-    """llama-perplexity's output; run again (three times at most) when the line ``needs`` is missing: it prints
-    through llama.cpp's asynchronous logger, which can exit before writing its last lines (llama.cpp issue 22142)."""
+    """llama-perplexity's output, run again while the line ``needs`` is missing (``run_tool``)."""
     cmd = [str(tool("llama-perplexity")), "-m", str(model), "-t", str(threads), "-fa", "off", *args]
-    for _ in range(3):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-        if proc.returncode != 0:
-            raise RuntimeError(f"llama-perplexity failed: {proc.stderr.strip().splitlines()[-1:]}")
-        if needs in proc.stdout + proc.stderr:
-            break
+    proc = run_tool(cmd, lambda out: needs in out, 1200)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-perplexity failed: {proc.stderr.strip().splitlines()[-1:]}")
     return proc.stdout + proc.stderr
 
 
@@ -120,10 +112,10 @@ def rounded_like_llama_perplexity(logits: np.ndarray) -> np.ndarray:
     return scale * np.rint((x - lo) / scale) + (lo - hi - lse)
 
 
-def kld_like_llama_perplexity(logits: np.ndarray, base_logits: np.ndarray) -> np.ndarray:
-    """Per-token KL divergence as llama-perplexity sums it: base log-probabilities rounded to 16 bits, and only the
-    entries whose base log-probability is above −16 (p > 1.1e-7) counted."""
-    base = rounded_like_llama_perplexity(base_logits)
+def kld_like_llama_perplexity(logits: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per-token KL divergence as llama-perplexity sums it, from the base log-probabilities as it stores them
+    (:func:`rounded_like_llama_perplexity`): only the entries whose base log-probability is above −16
+    (p > 1.1e-7) counted."""
     x = logits.astype(np.float64)
     log_q = x - x.max(axis=-1, keepdims=True)
     log_q -= np.log(np.exp(log_q).sum(axis=-1, keepdims=True))
@@ -143,6 +135,7 @@ def check_perplexity(table: Table, source: Path, files: dict[str, Path], threads
         tokens = np.array(engine.llm.tokenize(text.read_text().encode(), add_bos=True, special=False))
         cut = chunks(tokens[: n_chunks * n_ctx], n_ctx, bos_token(engine))
         base = [engine.logits(c) for c in cut]
+    stored = [rounded_like_llama_perplexity(b) for b in base]  # the base as llama-perplexity stores it
     for name, path in files.items():
         theirs = parse_kld(perplexity_run(path, ["--kl-divergence-base", str(base_file), "--kl-divergence", "-c",
                                                  str(n_ctx), "-b", str(n_ctx), "--chunks", str(n_chunks)], threads,
@@ -151,10 +144,10 @@ def check_perplexity(table: Table, source: Path, files: dict[str, Path], threads
             logits = [engine.logits(c) for c in cut]
         ours = summarize(TokenScores.concat([chunk_scores(q, b, c).rows(pos) for q, b, c in zip(logits, base, cut,
                                                                                                strict=True)]))
-        rounded = summarize(TokenScores.concat([chunk_scores(q, rounded_like_llama_perplexity(b), c).rows(pos)
-                                                for q, b, c in zip(logits, base, cut, strict=True)]))
+        rounded = summarize(TokenScores.concat([chunk_scores(q, b, c).rows(pos)
+                                                for q, b, c in zip(logits, stored, cut, strict=True)]))
         theirs_way = float(np.mean(np.concatenate([kld_like_llama_perplexity(q[pos], b[pos])
-                                                   for q, b in zip(logits, base, strict=True)])))
+                                                   for q, b in zip(logits, stored, strict=True)])))
         table.add(Figure(f"{name}: our PPL / llama-perplexity's", [ours["ppl"] / theirs["ppl"]], "x",
                          ("<=", 1.005), holds=ours["ppl"] / theirs["ppl"] >= 0.995,
                          note=f"{ours['ppl']:.4f} vs {theirs['ppl']:.4f}; base {ours['ppl_base']:.4f} vs "

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from experiments.shared import llama_tools
+from experiments.shared import llama_tools, tools_build
 from experiments.shared.llama_build import EngineBuildError
 from tests.conftest import run_app, run_report
 
@@ -51,7 +51,7 @@ def test_the_tools_are_built_once_without_amx_kernels_and_found_again_without_a_
     record = llama_tools.built()
     assert record is not None, "the llama.cpp tools are not built: `make test` runs `make tools` first"
     folder = llama_tools.tools_dir()
-    assert llama_tools.build() == folder  # found: nothing rebuilt
+    assert tools_build.build() == folder  # found: nothing rebuilt
     assert llama_tools.built() == record and not list(folder.parent.glob(".building-*"))
     assert record["amx_kernels"] is False and "-DLLAMA_USE_PREBUILT_UI=OFF" in record["cmake_options"]
     for name in llama_tools.TOOLS:

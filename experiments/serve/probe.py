@@ -120,13 +120,13 @@ def identify(ep: Endpoint, cfg: ServeConfig, rng: np.random.Generator, prompts: 
              server: EmbeddedServer | None) -> tuple[Endpoint, dict]:
     """The endpoint with its model name, and the server's identity columns; :class:`Unreachable` if it fails."""
     text, known = prompts(rng, cfg.prompt_len)
-    ep, ident = asyncio.run(_identify(ep, Request(-1, text, known, 1), server is not None))
-    if server is not None and server.binary is None:
+    # llama-cpp-python's server does not say its version; llama-server, embedded or not, says it in /props
+    own_python_server = server is not None and server.binary is None
+    ep, ident = asyncio.run(_identify(ep, Request(-1, text, known, 1), own_python_server))
+    if own_python_server:
         import llama_cpp
 
         ident["server_version"] = f"llama-cpp-python {llama_cpp.__version__}"
-    elif server is not None:
-        ident["server_version"] = f"llama-server {server.build_info() or '?'}"
     if known is not None and ident["probe_prompt_tokens"] not in (None, known):
         log.warning("the server counts %s prompt tokens where the model's tokenizer counts %d%s",
                     ident["probe_prompt_tokens"], known,

@@ -17,7 +17,6 @@ time, others queue.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -112,14 +111,6 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def build_info(self) -> str | None:
-        """llama-server's build (``/props``' ``build_info``: ``b<number>-<commit>``); None if it does not say."""
-        try:
-            with urllib.request.urlopen(self.url + "/props", timeout=5) as resp:
-                return str(json.loads(resp.read()).get("build_info") or "") or None
-        except (OSError, ValueError):
-            return None
 
     def exit_code(self) -> int | None:
         """None while the server runs, else its exit code (negative: the signal that ended it)."""

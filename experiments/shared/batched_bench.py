@@ -5,11 +5,10 @@ reach at best."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.shared.llama_tools import tool
+from experiments.shared.llama_tools import run_tool, tool
 
 
 @dataclass(frozen=True)
@@ -39,21 +38,12 @@ def parse(stdout: str) -> dict[int, BatchedRow]:
     return rows
 
 
-#: Runs of llama-batched-bench before giving up on a missing row: it prints its rows through llama.cpp's
-#: asynchronous logger, which can exit before writing the last of them (llama.cpp issue 22142; seen here on a busy
-#: machine: exit code 0 and the B=4 row missing, in 3 of 12 runs).
-ATTEMPTS = 3
-
-
 def run(path: Path, threads: int, n_prompt: int, n_gen: int, batches: list[int], timeout_s: float = 600.0,
         flash_attn: bool = False) -> dict[int, BatchedRow]:
     """Run it; its rows by batch size (RuntimeError with its last line when it fails or keeps losing rows)."""
-    for _ in range(ATTEMPTS):
-        proc = subprocess.run(command(path, threads, n_prompt, n_gen, batches, flash_attn), capture_output=True,
-                              text=True, timeout=timeout_s)
-        rows = parse(proc.stdout)
-        if proc.returncode != 0 or set(rows) == set(batches):
-            break
+    proc = run_tool(command(path, threads, n_prompt, n_gen, batches, flash_attn),
+                    lambda out: set(parse(out)) == set(batches), timeout_s)
+    rows = parse(proc.stdout)
     if proc.returncode != 0 or set(rows) != set(batches):
         last = next((x for x in reversed(proc.stderr.splitlines()) if x.strip()), "no output")
         raise RuntimeError(f"llama-batched-bench failed (exit {proc.returncode}, rows for batches {sorted(rows)} of "
