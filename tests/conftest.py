@@ -50,6 +50,19 @@ def small_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return sweep, proc
 
 
+def small_machine_file(path: Path, threads: tuple[int, ...] = (1, 2)) -> Path:
+    """A machine reference at ``path`` for each BLAS thread count, measured on tiny sizes (a second, not the full
+    reference's half minute): for tests that need a roofline, not its accuracy."""
+    from threadpoolctl import threadpool_limits
+
+    from infer_core.measure import machine
+
+    for n in threads:
+        with threadpool_limits(n, user_api="blas"):
+            machine.reference(path, measure_fn=lambda: machine.measure_machine(gemm_sizes=(64,), n_bytes=1 << 20))
+    return path
+
+
 def job_dirs(sweep: Path) -> list[Path]:
     """The job folders of a sweep (named after their overrides), sorted."""
     return sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.csv").exists())

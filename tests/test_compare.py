@@ -13,7 +13,7 @@ import pytest
 from experiments.framework.bench import BenchConfig
 from experiments.report import main as report_main
 from experiments.reporting.stats import NO_CHANGE, SLOWER, compare_times
-from tests.conftest import FAST_BENCH, run_app
+from tests.conftest import FAST_BENCH, run_app, small_machine_file
 
 REPEATS = BenchConfig().repeats  # the samples per timing the harness takes by default
 
@@ -42,8 +42,9 @@ SMALL = ["experiment=matmul", "matmul.size=96,128,160", "matmul.weights=[fp32]",
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    one = run_app("-m", *SMALL, "bench.threads=1", f"hydra.sweep.dir={root / 'one'}")
-    two = run_app("-m", *SMALL, "bench.threads=2", f"hydra.sweep.dir={root / 'two'}")
+    machine = f"bench.machine_file={small_machine_file(root / 'machine.json')}"
+    one = run_app("-m", *SMALL, machine, "bench.threads=1", f"hydra.sweep.dir={root / 'one'}")
+    two = run_app("-m", *SMALL, machine, "bench.threads=2", f"hydra.sweep.dir={root / 'two'}")
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-1500:], two.stderr[-1500:])
     return root
 

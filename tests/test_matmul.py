@@ -148,6 +148,32 @@ def test_small_machine_measurement_runs(tmp_path):
     assert ref.read_gbps > 0 and ref.gemm_sizes == (64,) and ref.stream_bytes == 1 << 20
 
 
+def test_jobs_that_need_the_reference_at_once_measure_it_once(tmp_path):
+    """Four jobs (threads here, each opening the lock itself as a process would) ask for a missing reference
+    together: one measures, the others wait and read what it wrote."""
+    import threading
+    import time
+
+    small = machine.measure_machine(gemm_sizes=(64,), n_bytes=1 << 20)
+    calls = []
+
+    def slow_measure() -> MachineRef:
+        calls.append(1)
+        time.sleep(0.3)
+        return small
+
+    got = []
+    jobs = [threading.Thread(target=lambda: got.append(machine.reference(tmp_path / "m.json",
+                                                                         measure_fn=slow_measure)))
+            for _ in range(4)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert len(calls) == 1 and sorted(measured for _, measured in got) == [False, False, False, True]
+    assert all(ref == small for ref, _ in got)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_copy_kernel_copies_every_part_and_counts_read_plus_write(threads):
     with machine.copy_kernel(n_bytes=1 << 16, threads=threads) as copy:
