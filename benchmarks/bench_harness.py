@@ -54,7 +54,7 @@ def main() -> int:
 
     empty = measure(lambda: None, repeats=15, min_sample_s=0.01)
     table.add(Figure("harness cost per timed call (empty function)", empty.per_call_s * 1e9, " ns", ("<=", 1000),
-                     note=f"{empty.inner_loops} calls per sample"))
+                     note=f"{empty.inner_loops[0]} calls per sample"))
 
     ref, measured = reference(args.machine)
     best = max(2 * n**3 / measure(sgemm(n), repeats=5).median / 1e9 for n in (1024, 2048, 4096))

@@ -33,7 +33,8 @@ from experiments.framework.app import (
     register_schemas,
 )
 from experiments.framework.hooks import register
-from experiments.framework.point import PointApp, PointOutcome
+from experiments.framework.job import PointOutcome
+from experiments.framework.point import PointApp
 from experiments.registry import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]

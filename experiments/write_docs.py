@@ -36,6 +36,7 @@ def tables() -> dict[str, str]:
             "columns.identity": column_table(store.IDENTITY_COLUMNS),
             "columns.outcome": column_table(store.OUTCOME_COLUMNS),
             "columns.samples": column_table(store.SAMPLE_MEANINGS),
+            "columns.canary": column_table(store.CANARY_COLUMNS),
             "columns.environment": column_table(Column(f.name, "", f.metadata["help"]) for f in fields(Environment)),
             "columns.requests": column_table(requests.COLUMNS)}
     for exp in EXPERIMENTS.values():

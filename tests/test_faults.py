@@ -47,7 +47,8 @@ def test_1_a_full_disk_fails_the_points_and_resume_recomputes_them(tmp_path, mon
 
 def test_1_injected_enospc_fails_the_point_in_one_line(tmp_path, monkeypatch):
     """Where no tmpfs can be mounted, the same failure injected at the write: one line, point failed."""
-    from experiments.framework.point import JobInfo, PointApp
+    from experiments.framework.job import JobInfo
+    from experiments.framework.point import PointApp
     from experiments.registry import EXPERIMENTS
     from tests.test_config import composed
 

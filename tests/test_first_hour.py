@@ -8,7 +8,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from experiments.framework.point import JobInfo, duration
+from experiments.framework.job import JobInfo, duration
 from tests.conftest import FAST_BENCH, ROOT
 
 

@@ -7,7 +7,8 @@ import csv
 import pytest
 
 import experiments.kv_cache.measure as kv
-from experiments.framework.point import JobInfo, PointApp
+from experiments.framework.job import JobInfo
+from experiments.framework.point import PointApp
 from experiments.registry import EXPERIMENTS
 from tests.conftest import ROOT
 from tests.test_config import composed

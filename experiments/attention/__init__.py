@@ -15,4 +15,4 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="attention", key=KEY, schema=AttnConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary)
+                        report=_report, summary=measure.summary, timed=True)

@@ -15,4 +15,5 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="engine", key=KEY, schema=EngineConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary, groups=("shape",), isolated=True)
+                        report=_report, summary=measure.summary, groups=("shape",), isolated=True,
+                        timed=True)

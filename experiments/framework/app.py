@@ -21,9 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.framework.bench import BenchConfig, one_line
+from experiments.framework.job import JobInfo
 from experiments.framework.knobs import knob_help, show
-from experiments.framework.launch import CONCURRENCY_ENV, POINT_ENV, PROGRESS_ENV
-from experiments.framework.point import JobInfo
+from experiments.framework.launch import CONCURRENCY_ENV, PASS_ENV, POINT_ENV, PROGRESS_ENV
 from experiments.framework.spec import Experiment, knob
 
 #: A single run's folder: the second it started and its process id, so two runs started together never share one
@@ -39,6 +39,8 @@ class SweepSettings:
     name: str = knob("${now:%Y-%m-%d_%H-%M-%S}", "the sweep's folder under outputs/sweeps/")
     resume: bool = knob(True, "skip the points already complete with the same effective config")
     skip_invalid: bool = knob(False, "run the valid points and record the invalid ones as failed rows")
+    rounds: int = knob(1, "passes per point of a timed experiment, spread over the sweep (pass 1 of every point, "
+                          "then pass 2 ...); its samples merged. Serve and batching are measured once")
 
 
 class FolderWriteError(CompactHydraException):
@@ -86,6 +88,8 @@ def job_info(hc: DictConfig) -> JobInfo:
         run_id=Path(hc.sweep.dir if multirun else hc.run.dir).name,
         concurrency=int(facts.get(CONCURRENCY_ENV, 1)),
         progress=str(facts.get(PROGRESS_ENV, "")),
+        pass_num=int(str(facts.get(PASS_ENV, "0/0")).split("/")[0]),
+        passes=int(str(facts.get(PASS_ENV, "0/0")).split("/")[1]),
         cwd=Path(hc.runtime.cwd),
     )
 

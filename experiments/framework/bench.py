@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from experiments.framework.passes import carried, carried_rounds
 from experiments.framework.spec import Column, ConfigError, VariantResult, knob, require
 from infer_core.measure.environment import blas_info, usable_cpus
 from infer_core.measure.memory import available_bytes
@@ -40,16 +41,18 @@ class BenchConfig:
 
     def measure(self, fn: Callable[[], object], started: float) -> Timing:
         """Time ``fn`` with these settings, within what is left of the budget of a variant
-        that started at ``started`` (a ``time.perf_counter()`` value)."""
-        return measure(fn, warmup=self.warmup, repeats=self.repeats, min_sample_s=self.min_sample_s,
-                       max_seconds=self.max_seconds - (time.perf_counter() - started))
+        that started at ``started`` (a ``time.perf_counter()`` value); in a point's later pass, after the samples
+        the same call took in the earlier ones."""
+        return carried(measure(fn, warmup=self.warmup, repeats=self.repeats, min_sample_s=self.min_sample_s,
+                               max_seconds=self.max_seconds - (time.perf_counter() - started)))
 
     def measure_rounds(self, fns: dict[str, Callable[[], object]]) -> tuple[dict[str, Timing], dict[str, str]]:
         """Time ``fns`` interleaved, round by round (so their ratios can be taken per round); a function that
         would pass ``max_seconds`` is left out, with the reason (naming the knob)."""
         timings, over = measure_rounds(fns, warmup=self.warmup, repeats=self.repeats, min_sample_s=self.min_sample_s,
                                        max_seconds=self.max_seconds)
-        return timings, {k: f"over bench.max_seconds={self.max_seconds:g}: {v}" for k, v in over.items()}
+        budget = f"over bench.max_seconds={self.max_seconds:g}"
+        return carried_rounds(timings), {k: f"{budget}: {v}" for k, v in over.items()}
 
 
 #: The columns of ``Timing.stats()``, for experiments that write a timing's summary into their rows.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    from experiments.framework.point import JobInfo, PointOutcome
+    from experiments.framework.job import JobInfo, PointOutcome
 
 
 class SweepHooks(Protocol):
@@ -20,6 +20,8 @@ class SweepHooks(Protocol):
     def check(self, cfg: DictConfig, folder: Path) -> str | None: ...
 
     def completed(self, job: JobInfo) -> PointOutcome | None: ...
+
+    def passes_done(self, job: JobInfo) -> int: ...
 
     def record_invalid(self, job: JobInfo, cfg: DictConfig | None, error: str) -> PointOutcome: ...
 

@@ -24,14 +24,16 @@ from omegaconf import DictConfig
 
 from experiments.framework import store
 from experiments.framework.bench import one_line
+from experiments.framework.job import JobInfo, PointOutcome
 from experiments.framework.plan import Composer, PlannedLoader
-from experiments.framework.point import JobInfo, PointOutcome
 
 log = logging.getLogger(__name__)
 #: Runtime facts a job reads from ``hydra.job.env_set`` (Hydra's channel for per-job settings).
 POINT_ENV, CONCURRENCY_ENV = "INFER_SWEEP_POINT", "INFER_SWEEP_CONCURRENCY"
-#: ``k/N/start``: the job is the k-th of the N this launch runs, which began at ``start`` (epoch seconds).
+#: ``k/N/start``: the job is the k-th of the N passes the sweep runs, the first launched at ``start`` (epoch s).
 PROGRESS_ENV = "INFER_SWEEP_PROGRESS"
+#: ``r/R``: the job measures pass r of the point's R (``sweep.rounds``).
+PASS_ENV = "INFER_SWEEP_PASS"
 
 
 def launcher_concurrency(launcher_cfg: DictConfig | None, batch: int) -> int:
@@ -57,14 +59,16 @@ def launcher_concurrency(launcher_cfg: DictConfig | None, batch: int) -> int:
 
 
 def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[Any, int], JobInfo],
-           known: dict[int, PointOutcome], size: int | None = None, retry: bool = True) -> list[Any]:
-    """Launch ``points`` in batches (of ``size``, default ``max_batch_size``); fill ``known`` with each
-    point's outcome and return the launcher's batches of ``JobReturn``."""
+           known: dict[int, PointOutcome], size: int | None = None, retry: bool = True, pass_num: str = "1/1",
+           progress: tuple[int, int, float] | None = None) -> list[Any]:
+    """Launch pass ``pass_num`` (``r/R``) of ``points`` in batches (of ``size``, default ``max_batch_size``); fill
+    ``known`` with each point's outcome and return the launcher's batches of ``JobReturn``. ``progress`` is
+    (passes launched before, passes in the sweep, when the first was launched)."""
     master: DictConfig = sweeper.config
     launcher, real = sweeper.launcher, sweeper.hydra_context.config_loader
     returns, never, stopped = [], [], []
     size = size or sweeper.max_batch_size or len(points) or 1
-    start = time.time()
+    before, total, start = progress or (0, len(points), time.time())
     for first in range(0, len(points), size):
         batch = points[first : first + size]
         concurrency = launcher_concurrency(master.hydra.get("launcher"), len(batch))
@@ -72,7 +76,8 @@ def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[A
         for k, p in enumerate(batch, first + 1):  # the name is percent-quoted: no quote can end the string
             p.runtime = [f"++hydra.job.env_set.{POINT_ENV}={p.index}",
                          f"++hydra.job.env_set.{CONCURRENCY_ENV}={concurrency}",
-                         f"++hydra.job.env_set.{PROGRESS_ENV}='{k}/{len(points)}/{start:.3f}'",
+                         f"++hydra.job.env_set.{PROGRESS_ENV}='{before + k}/{total}/{start:.3f}'",
+                         f"++hydra.job.env_set.{PASS_ENV}='{pass_num}'",
                          *([f"hydra.sweep.subdir='{p.name}'"] if p.name else [])]
             planned[(*p.overrides, *p.runtime)] = composer.add(p.config, p.runtime)
         launcher.hydra_context = HydraContext(PlannedLoader(real, planned), sweeper.hydra_context.callbacks)
@@ -92,10 +97,28 @@ def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[A
     if retry and (never or stopped):
         log.info("launching again: %d point(s) that never started, %d stopped while running (each on its own)",
                  len(never), len(stopped))
-        returns += launch(sweeper, composer, never, job, known)
-        returns += launch(sweeper, composer, stopped, job, known, size=1, retry=False)
+        returns += launch(sweeper, composer, never, job, known, pass_num=pass_num)
+        returns += launch(sweeper, composer, stopped, job, known, size=1, retry=False, pass_num=pass_num)
     for p in never if not retry else []:
         known[p.index] = PointOutcome(job(p, 1), "not run", ["not run: the launcher failed before starting it"])
+    return returns
+
+
+def launch_passes(sweeper: Any, composer: Composer, todo: list[Any], job: Any, known: dict[int, PointOutcome],
+            hooks: Any, rounds: int) -> list[Any]:
+    """Pass 1 of every point, then pass 2 of those still ok, and so on; a resumed point continues after the passes
+    its folder holds."""
+    done = {p.index: hooks.passes_done(job(p)) if hooks is not None and p.name else 0 for p in todo}
+    if any(done.values()):
+        log.info("resuming %d point(s) after the passes already in their folders", sum(map(bool, done.values())))
+    total, launched, start, returns = sum(rounds - done[p.index] for p in todo), 0, time.time(), []
+    for r in range(1, rounds + 1):
+        batch = [p for p in todo if done[p.index] < r and getattr(known.get(p.index), "status", "ok") == "ok"]
+        if batch and rounds > 1:
+            log.info("pass %d of %d: %d point(s)", r, rounds, len(batch))
+        returns += launch(sweeper, composer, batch, lambda p, c=1, r=r: job(p, c, r), known, pass_num=f"{r}/{rounds}",
+                          progress=(launched, total, start)) if batch else []
+        launched += len(batch)
     return returns
 
 

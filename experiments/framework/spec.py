@@ -151,3 +151,4 @@ class Experiment:
     summary: Callable[[list[VariantResult]], str] = lambda results: ""
     groups: tuple[str, ...] = ()  # config groups that only this experiment reads (``qmethod``)
     isolated: bool = False  # run in a child process of the point: a native crash fails this point alone
+    timed: bool = False  # its figures come from the harness's samples: sweep.rounds passes, a canary before each

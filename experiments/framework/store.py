@@ -27,6 +27,14 @@ SCHEMA_VERSION = 2
 RESULTS = "results.csv"
 SAMPLES = "samples.csv"
 MANIFEST = "point.json"
+CANARY = "canary.csv"
+CANARY_COLUMNS = (
+    Column("pass", "", "the pass the reading was taken before"),
+    Column("at_utc", "", "when (UTC, ISO 8601)"),
+    Column("copy_gbps", "GB/s", "a 64 MiB float64 copy, median of 3 (read + write counted)"),
+    Column("sgemm_gflops", "GFLOP/s", "a 256×256 float32 product, median of 8"),
+    Column("seconds", "s", "what the reading cost"),
+)
 
 #: Column groups of ``results.csv``, in order: identity, config, metrics, environment, outcome.
 IDENTITY_COLUMNS = (
@@ -46,10 +54,12 @@ OUTCOME_COLUMNS = (
 IDENTITY = tuple(c.name for c in IDENTITY_COLUMNS)
 OUTCOME = tuple(c.name for c in OUTCOME_COLUMNS)
 SIDECAR_IDENTITY = ("experiment", "variant", "run_id", "job_num", "config_hash")
-SAMPLE_COLUMNS = ("schema_version", *SIDECAR_IDENTITY, "measure", "sample", "inner_loops", "time_s", "cpu_time_s")
+SAMPLE_COLUMNS = ("schema_version", *SIDECAR_IDENTITY, "measure", "sample", "pass", "inner_loops", "time_s",
+                  "cpu_time_s")
 SAMPLE_MEANINGS = (
     Column("measure", "", "which timed operation (`generate`, `quantize`, `dequantize`, `matmul` ...)"),
-    Column("sample", "", "the sample's number, 0 to bench.repeats − 1"),
+    Column("sample", "", "the sample's number, 0 to sweep.rounds × bench.repeats − 1"),
+    Column("pass", "", "the pass that took it, 1 to `sweep.rounds` (passes are spread over the sweep)"),
     Column("inner_loops", "", "calls in the sample", kind="measurement"),
     Column("time_s", "s", "wall time per call in this sample", kind="sample"),
     Column("cpu_time_s", "s", "process CPU time per call in this sample", kind="sample"),
@@ -75,23 +85,17 @@ def _plain(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, np.generic):
-        value = value.item()
+    value = value.item() if isinstance(value, np.generic) else value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def to_csv(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
     """Rows as CSV text with a header, in the given column order; missing cells are empty."""
-    columns = list(columns)
-    buf = io.StringIO()
+    columns, buf = list(columns), io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+    writer.writerows([columns, *([_cell(row.get(c)) for c in columns] for row in rows)])
     return buf.getvalue()
 
 
@@ -129,8 +133,7 @@ def clear_manifest(folder: Path) -> None:
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a point whose every listed file exists; None otherwise (missing, partial, unreadable)."""
-    manifest, _ = check_manifest(folder)
-    return manifest
+    return check_manifest(folder)[0]
 
 
 def check_manifest(folder: Path) -> tuple[dict[str, Any] | None, str]:
@@ -161,26 +164,33 @@ def completeness(folder: Path) -> str:
 
 
 def write_point(folder: Path, identity: Mapping[str, Any], flat: Mapping[str, Any], results: list[Any],
-                env: Mapping[str, Any], declared: list[str]) -> list[str]:
-    """Write a point's ``results.csv``, ``samples.csv`` and sidecars; return the names written.
+                env: Mapping[str, Any], declared: list[str], pass_of: Mapping[tuple[str, str], list[int]],
+                canary: list[Mapping[str, Any]]) -> list[str]:
+    """Write a point's ``results.csv``, ``samples.csv``, its sidecars and ``canary.csv`` (its drift canary, one
+    reading per pass, when it took any); return the names written.
 
     ``results`` are :class:`~experiments.framework.spec.VariantResult`; the columns are the identity, the
     config, the ``declared`` metrics (then any undeclared one: a metric is never dropped), the environment
-    and the outcome, in that order.
+    and the outcome, in that order. ``pass_of`` gives the pass of each sample by (variant, measure) (1 when absent).
     """
     rows = [{**identity, "variant": r.variant, **flat, **r.metrics, **env, "status": r.status, "error": r.error}
             for r in results]
     undeclared = [k for r in results for k in r.metrics if k not in declared]
     write_csv(folder / RESULTS, rows, [*IDENTITY, *flat, *declared, *dict.fromkeys(undeclared), *env, *OUTCOME])
     samples = [
-        {**identity, "variant": r.variant, "measure": measure, "sample": i, "inner_loops": t.inner_loops,
+        {**identity, "variant": r.variant, "measure": measure, "sample": i, "pass": passes[i], "inner_loops": loops,
          "time_s": wall, "cpu_time_s": cpu}
         for r in results
         for measure, t in r.timings.items()
-        for i, (wall, cpu) in enumerate(zip(t.per_call_s, t.cpu_per_call_s, strict=True))
+        for passes in [pass_of.get((r.variant, measure)) or [1] * t.n]
+        for i, (wall, cpu, loops) in enumerate(zip(t.per_call_s, t.cpu_per_call_s, t.inner_loops, strict=True))
     ]
     write_csv(folder / SAMPLES, samples, SAMPLE_COLUMNS)
     files = [RESULTS, SAMPLES]
+    if canary:
+        head = {k: identity.get(k) for k in ("experiment", "run_id", "job_num", "config_hash")}
+        write_csv(folder / CANARY, [{**head, **c} for c in canary], [*head, *(c.name for c in CANARY_COLUMNS)])
+        files.append(CANARY)
     for stem in dict.fromkeys(stem for r in results for stem in r.sidecars):
         tables = [(r.variant, r.sidecars[stem]) for r in results if stem in r.sidecars]
         files.append(write_sidecar(folder / f"{stem}.csv", identity, tables).name)

@@ -27,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.framework import store
 from experiments.framework.bench import one_line
 from experiments.framework.hooks import hooks_of
-from experiments.framework.launch import folder_of, launch, usable
+from experiments.framework.job import JobInfo, PointOutcome
+from experiments.framework.launch import folder_of, launch_passes, usable
 from experiments.framework.lock import SweepLock, SweepLocked
 from experiments.framework.plan import RUN_CONTROL, Composer, expand, point_dir_name
-from experiments.framework.point import JobInfo, PointOutcome
 from experiments.framework.spec import ConfigError, require_plain_name
 from experiments.framework.validate import composition_error
 from infer_core.measure.files import write_text_atomic
@@ -54,8 +54,9 @@ class SweepPoint:
     runtime: list[str] = field(default_factory=list)  # hydra overrides carrying its runtime facts
 
 
-def settings(master: DictConfig) -> tuple[bool, bool]:
-    """``(sweep.resume, sweep.skip_invalid)``, defaults ``(True, False)`` for apps without them; a ``sweep.name``
+def settings(master: DictConfig) -> tuple[bool, bool, int]:
+    """``(sweep.resume, sweep.skip_invalid, sweep.rounds)``, defaults ``(True, False, 1)`` for apps without them;
+    a ``sweep.rounds`` below 1 is refused, and a ``sweep.name``
     that would lead the sweep's folder out of its parent is refused (an explicit ``hydra.sweep.dir`` is the
     user's own choice)."""
     node = master.get("sweep")
@@ -66,7 +67,10 @@ def settings(master: DictConfig) -> tuple[bool, bool]:
             require_plain_name("sweep.name", node.get("name"), "the sweep's folder under outputs/sweeps/")
         except ConfigError as exc:
             raise SweepError(str(exc)) from None
-    return bool(node.get("resume", True)), bool(node.get("skip_invalid", False))
+    rounds = node.get("rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise SweepError(f"sweep.rounds={rounds} must be an integer >= 1")
+    return bool(node.get("resume", True)), bool(node.get("skip_invalid", False)), rounds
 
 
 def plan_points(sweeper: Any, arguments: list[str], hooks: Any, sweep_dir: Path) -> tuple[list[SweepPoint], Composer]:
@@ -115,7 +119,7 @@ def _distinct(points: list[SweepPoint], hooks: Any, sweep_dir: Path) -> list[Swe
 def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
     """The whole sweep (see the module docstring); returns the launcher's batches of ``JobReturn``."""
     master: DictConfig = sweeper.config
-    resume, skip_invalid = settings(master)
+    resume, skip_invalid, rounds = settings(master)
     hooks = hooks_of(sweeper.task_function)
     if hooks is None:
         log.info("no sweep hooks registered for this app (experiments.framework.hooks.register): points are not "
@@ -136,7 +140,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
         raise SweepError(problem)
     try:
         with SweepLock(sweep_dir):
-            return _run(sweeper, composer, points, hooks, sweep_dir, resume)
+            return _run(sweeper, composer, points, hooks, sweep_dir, resume, rounds)
     except SweepLocked as exc:
         raise SweepError(str(exc)) from None
     except OSError as exc:  # the lock or multirun.yaml on a full or read-only disk (points write their own errors)
@@ -144,12 +148,13 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list[Any]:
 
 
 def _run(sweeper: Any, composer: Composer, points: list[SweepPoint], hooks: Any, sweep_dir: Path,
-         resume: bool) -> list[Any]:
+         resume: bool, rounds: int) -> list[Any]:
     write_text_atomic(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(sweeper.config))
 
-    def job(p: SweepPoint, concurrency: int = 1) -> JobInfo:
+    def job(p: SweepPoint, concurrency: int = 1, pass_num: int = 0) -> JobInfo:
         shown = tuple(o for o in p.overrides if not o.startswith(RUN_CONTROL))
-        return JobInfo(folder_of(sweep_dir, p.name, p.index), shown, p.index, sweep_dir.name, concurrency)
+        return JobInfo(folder_of(sweep_dir, p.name, p.index), shown, p.index, sweep_dir.name, concurrency,
+                       pass_num=pass_num, passes=rounds)
 
     known: dict[int, PointOutcome] = {p.index: hooks.record_invalid(job(p), p.config, p.error)
                                       for p in points if p.error}
@@ -164,7 +169,7 @@ def _run(sweeper: Any, composer: Composer, points: list[SweepPoint], hooks: Any,
         log.info("skipping %d complete point(s) already in %s (sweep.resume=false recomputes them)", skipped,
                  sweep_dir)
     try:
-        returns = launch(sweeper, composer, todo, job, known)
+        returns = launch_passes(sweeper, composer, todo, job, known, hooks if resume else None, rounds)
     except KeyboardInterrupt:
         complete = sum(store.read_manifest(job(p).output_dir) is not None for p in points if p.name)
         print(f"interrupted: {complete} of {len(points)} point(s) complete in {sweep_dir}; run the same command "

@@ -107,8 +107,21 @@ def validate(cfg: DictConfig, experiments: Mapping[str, Experiment]) -> Point:
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed={seed} must be a non-negative integer")
+    check_rounds(cfg, exp, experiments)
     return Point(exp, _typed(exp.schema, cfg[exp.key], exp.key), _typed(BenchConfig, cfg.get("bench", {}), "bench"),
                  seed)
+
+
+def check_rounds(cfg: DictConfig, exp: Experiment, experiments: Mapping[str, Experiment]) -> None:
+    """``sweep.rounds`` (run control, not part of a point's identity): at least 1, and above 1 only for a timed
+    experiment (one whose figures come from the harness's samples)."""
+    rounds = (cfg.get("sweep") or {}).get("rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"sweep.rounds={rounds} must be an integer >= 1")
+    if rounds > 1 and not exp.timed:
+        timed = ", ".join(e.name for e in experiments.values() if e.timed)
+        raise ConfigError(f"sweep.rounds={rounds} applies to the timed experiments ({timed}); experiment={exp.name} "
+                          "is measured once per point (its comparison uses its own samples): leave sweep.rounds=1")
 
 
 def raw_config(cfg: DictConfig | None) -> dict[str, Any]:

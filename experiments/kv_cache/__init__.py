@@ -14,4 +14,4 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="kv_cache", key=KEY, schema=KVConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary)
+                        report=_report, summary=measure.summary, timed=True)

@@ -14,4 +14,4 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="matmul", key=KEY, schema=MatmulConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary, groups=("mmcase",))
+                        report=_report, summary=measure.summary, groups=("mmcase",), timed=True)

@@ -14,4 +14,4 @@ def _report() -> Report:
 
 
 EXPERIMENT = Experiment(name="quantization", key=KEY, schema=QuantConfig, columns=measure.COLUMNS, run=measure.run,
-                        report=_report, summary=measure.summary, groups=("qmethod",))
+                        report=_report, summary=measure.summary, groups=("qmethod",), timed=True)

@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.framework.passes import carried_rounds
 from experiments.shared.llama_tools import tool
 from infer_core.measure.timing import Timing
 
@@ -87,4 +88,4 @@ def timings(cmd: list[str], timeout_s: float, common: dict) -> dict[str, Timing 
         return {"pp": str(exc), "tg": str(exc)}
     if tests:
         common["engine_version"] = f"llama-bench {tests[0].build}"
-    return {t.test: t.timing for t in tests}
+    return carried_rounds({t.test: t.timing for t in tests})  # in a later pass, after the earlier passes' samples

@@ -34,20 +34,36 @@ class TimeBudgetExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class Timing:
-    """Raw samples of one measurement; every statistic is per call, in seconds."""
+    """Raw samples of one measurement; every statistic is per call, in seconds. Samples of several passes over the
+    same call merge (:meth:`merged`): each sample carries its own inner loop count."""
 
-    sample_ns: tuple[int, ...]  # wall time of each sample (``inner_loops`` calls)
+    sample_ns: tuple[int, ...]  # wall time of each sample (``inner_loops[i]`` calls)
     cpu_sample_ns: tuple[int, ...]  # process CPU time of each sample
-    inner_loops: int
+    inner_loops: tuple[int, ...]  # calls in each sample (an int: the same for every sample)
     warmup: int
+
+    def __post_init__(self) -> None:
+        loops = self.inner_loops
+        loops = (int(loops),) * len(self.sample_ns) if isinstance(loops, (int, np.integer)) else tuple(loops)
+        if not len(self.sample_ns) == len(self.cpu_sample_ns) == len(loops):
+            raise ValueError(f"a timing needs as many CPU times and loop counts as samples: {len(self.sample_ns)}, "
+                             f"{len(self.cpu_sample_ns)}, {len(loops)}")
+        object.__setattr__(self, "inner_loops", loops)
+
+    def merged(self, *later: Timing) -> Timing:
+        """This timing's samples followed by those of ``later`` ones (the same call measured again, perhaps with
+        another inner loop count); the warm-up is this one's."""
+        return Timing(sum((t.sample_ns for t in later), self.sample_ns),
+                      sum((t.cpu_sample_ns for t in later), self.cpu_sample_ns),
+                      sum((t.inner_loops for t in later), self.inner_loops), self.warmup)
 
     @cached_property
     def per_call_s(self) -> np.ndarray:
-        return np.asarray(self.sample_ns, dtype=np.float64) / self.inner_loops / 1e9
+        return np.asarray(self.sample_ns, dtype=np.float64) / np.asarray(self.inner_loops) / 1e9
 
     @cached_property
     def cpu_per_call_s(self) -> np.ndarray:
-        return np.asarray(self.cpu_sample_ns, dtype=np.float64) / self.inner_loops / 1e9
+        return np.asarray(self.cpu_sample_ns, dtype=np.float64) / np.asarray(self.inner_loops) / 1e9
 
     @property
     def n(self) -> int:
@@ -98,7 +114,7 @@ class Timing:
             "time_cv": self.cv,
             "cpu_time_median_s": float(np.median(self.cpu_per_call_s)),
             "n_samples": self.n,
-            "inner_loops": self.inner_loops,
+            "inner_loops": min(self.inner_loops),
             "warmup": self.warmup,
             "unstable": self.unstable,
         }
