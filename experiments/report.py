@@ -3,12 +3,14 @@
     python experiments/report.py                          # the newest sweep under outputs/sweeps
     python experiments/report.py outputs/sweeps/NAME --out my_report
     python experiments/report.py compare A B [C ...] [--labels a,b] [--threshold 10%] [--fail-above 10%]
+                                         [--fail-on-inconclusive]
 
 A report writes ``<out>/results.csv`` (every row, concatenated), each experiment's PNGs and
 ``<out>/report.md``; default ``<out>``: ``<first folder>/report``. A comparison pairs the points of each
 later sweep with the first's and writes ``compare.md``, ``compare.csv`` and ``compare_ratios.png``; default
-``<out>``: ``<last folder>/compare``. With ``--fail-above`` it exits 2 when a point is significantly slower
-by more than that, listing those points.
+``<out>``: ``<last folder>/compare``. Each timed point gets a verdict: faster, slower, no change (its interval
+within ±threshold) or inconclusive. With ``--fail-above`` it exits 2 when a point is *slower* at that limit (its
+whole interval above it), listing those points; with ``--fail-on-inconclusive``, also when a point is inconclusive.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", help="names of the sweeps, comma-separated (default: folder names)")
     parser.add_argument("--threshold", type=percent, help="smallest change that counts (default 10%%, or "
                         "--fail-above's value)")
-    parser.add_argument("--fail-above", type=percent, help="exit 2 when a point is significantly slower by more")
+    parser.add_argument("--fail-above", type=percent, help="exit 2 when a point is slower by more: its whole interval "
+                        "above 1 + this")
+    parser.add_argument("--fail-on-inconclusive", action="store_true", help="exit 2 also when a point's interval "
+                        "cannot tell a change of the threshold's size from none (more sweep.rounds narrow it)")
     parser.add_argument("--out", type=Path, help="folder of the comparison (default: <last folder>/compare)")
     return parser
 
@@ -68,6 +73,7 @@ def compare_main(argv: list[str]) -> int:
     from experiments.reporting.compare import compare as compare_sweeps
     from experiments.reporting.compare import regressions
     from experiments.reporting.compare_report import write
+    from experiments.reporting.stats import INCONCLUSIVE
     from experiments.reporting.sweeps import read_sweep
 
     parser = compare_parser()
@@ -89,15 +95,23 @@ def compare_main(argv: list[str]) -> int:
     for line in result.left_out:
         print(f"left out: {line}", file=sys.stderr)
     print(f"comparison: {path}")
+    code = 0
     if args.fail_above is not None:
         bad = regressions(result, args.fail_above)
         for row in bad.itertuples():
             print(f"slower: {row.experiment} {row.point} · {row.measure} [{row.sweep}]: x{row.ratio:.3f} "
-                  f"(p = {row.p_value:.3g})", file=sys.stderr)
+                  f"({row.ratio_low:.3f} to {row.ratio_high:.3f})", file=sys.stderr)
         if not bad.empty:
-            print(f"{len(bad)} point(s) significantly slower by more than {100 * args.fail_above:g}%", file=sys.stderr)
-            return 2
-    return 0
+            print(f"{len(bad)} point(s) slower by more than {100 * args.fail_above:g}% (the whole 90% interval above "
+                  "it)", file=sys.stderr)
+            code = 2
+    if args.fail_on_inconclusive and not result.timed.empty:
+        unsure = result.timed[result.timed["verdict"] == INCONCLUSIVE]
+        if not unsure.empty:
+            print(f"{len(unsure)} point(s) inconclusive at {100 * threshold:g}%: their interval crosses the threshold "
+                  "(more sweep.rounds, or a quieter machine, narrow it)", file=sys.stderr)
+            code = 2
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,8 @@ def report(tmp_path_factory) -> tuple[Path, dict[str, list[str]], dict[str, list
 
 EXPECTED = ["kv_cache_time_vs_seq_len.png", "kv_cache_projections_vs_seq_len.png", "kv_cache_speedup_vs_seq_len.png",
             "matmul_gflops_vs_size.png", "engine_pareto.png", "engine_tg_bandwidth.png", "attention_scaling.png",
-            "kv_memory_policies.png", "serve_latency_throughput.png", "serve_ttft.png", "roofline.png"]
+            "kv_memory_policies.png", "serve_latency_throughput.png", "serve_ttft.png", "roofline.png",
+            "canary_over_time.png"]
 
 
 def test_every_figure_of_every_experiment_has_no_overlapping_or_tiny_text(report):

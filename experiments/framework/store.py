@@ -32,7 +32,7 @@ CANARY_COLUMNS = (
     Column("pass", "", "the pass the reading was taken before"),
     Column("at_utc", "", "when (UTC, ISO 8601)"),
     Column("copy_gbps", "GB/s", "a 64 MiB float64 copy, median of 3 (read + write counted)"),
-    Column("sgemm_gflops", "GFLOP/s", "a 256×256 float32 product, median of 8"),
+    Column("sgemm_gflops", "GFLOP/s", "a 512×512 float32 product, median of 5"),
     Column("seconds", "s", "what the reading cost"),
 )
 

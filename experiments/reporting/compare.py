@@ -18,42 +18,12 @@ import numpy as np
 import pandas as pd
 
 from experiments.framework.spec import Experiment
+from experiments.reporting import drift
+from experiments.reporting.differences import environment_changes, machine_roofs
 from experiments.reporting.gather import knob_columns
 from experiments.reporting.load import INCOMPLETE, ReportError
-from experiments.reporting.stats import SLOWER, compare_batch
-from experiments.reporting.sweeps import Sweep, point_samples
-from infer_core.measure.environment import Environment
-
-#: The environment columns of every row, and the engine's and server's versions where an experiment records them.
-ENVIRONMENT = (*Environment.__dataclass_fields__, "engine_version", "server_version")
-PER_ROW = ("started_utc",)
-def environment_changes(sweeps: list[Sweep]) -> pd.DataFrame:
-    """Environment columns whose values differ between the sweeps: one row per column, one column per sweep."""
-    out = {}
-    for col in ENVIRONMENT:
-        if col in PER_ROW or not any(col in s.rows for s in sweeps):
-            continue
-        values = [", ".join(sorted(s.rows[col].astype(str).unique())) if col in s.rows else "" for s in sweeps]
-        if len(set(values)) > 1:
-            out[col] = values
-    return pd.DataFrame(out, index=[s.label for s in sweeps]).T.rename_axis("environment").reset_index()
-
-
-def machine_roofs(sweeps: list[Sweep]) -> pd.DataFrame:
-    """The machine's own peaks and bandwidths where the sweeps measured them (``experiment=machine`` rows): when
-    these moved, every timing on the machine moved with them, whatever the code did."""
-    frames = []
-    for s in sweeps:
-        rows = s.rows[(s.rows["experiment"] == "machine") & (s.rows["status"] == "ok")]
-        if rows.empty:
-            return pd.DataFrame()
-        value = rows["gflops"].fillna(rows["gb_per_s"]) if "gb_per_s" in rows else rows["gflops"]
-        unit = np.where(rows["gflops"].notna(), "GFLOP/s", "GB/s")
-        frames.append(pd.DataFrame({"roof": rows["variant"] + " (" + unit + ")", s.label: value.to_numpy()})
-                      .groupby("roof").median())
-    table = pd.concat(frames, axis=1).dropna()
-    table["ratio"] = table.iloc[:, -1] / table.iloc[:, 0]
-    return table.reset_index()
+from experiments.reporting.stats import SLOWER, compare_passes, compare_samples, pass_values, verdict
+from experiments.reporting.sweeps import Samples, Sweep, point_samples
 
 
 def split_knobs(exp: Experiment, parts: list[pd.DataFrame]) -> tuple[list[str], dict[str, list[str]]]:
@@ -100,6 +70,9 @@ class Comparison:
     exact_checked: int
     unmatched: pd.DataFrame  # experiment, point, only in
     left_out: list[str] = field(default_factory=list)  # files, points and experiments not compared, and why
+    canary: dict[str, pd.DataFrame] = field(default_factory=dict)  # each sweep's drift canary series
+    moved: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (experiment, sweep) -> kernel ->
+    # log of the canary's speed ratio to the first sweep's
 
 
 def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float) -> Comparison:
@@ -107,6 +80,7 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
     base, lines, samples, exact, unmatched, settings, checked = sweeps[0], [], [], [], [], {}, 0
     left_out = left_out_of(sweeps)
     times = [point_samples(s) for s in sweeps]
+    flagged = [drift.flags(s.canary, s.label, threshold) for s in sweeps]
     for name in sorted(set().union(*(set(s.rows["experiment"]) for s in sweeps))):
         exp = experiments.get(name)
         if exp is None:
@@ -121,7 +95,7 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
         keyed = [p.assign(point=_key(p, keys)).drop_duplicates("point").set_index("point") for p in parts]
         exact_cols = [c.name for c in exp.columns if c.kind == "exact"]
         a = keyed[0]
-        for sweep, b, tb in zip(sweeps[1:], keyed[1:], times[1:], strict=True):
+        for i, (sweep, b, tb) in enumerate(zip(sweeps[1:], keyed[1:], times[1:], strict=True), 1):
             for point in a.index.symmetric_difference(b.index):
                 unmatched.append({"experiment": name, "point": point,
                                   "only in": base.label if point in a.index else sweep.label})
@@ -131,7 +105,9 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                 xa = times[0].get((str(ra["source"]), str(ra["variant"])), {})
                 xb = tb.get((str(rb["source"]), str(rb["variant"])), {})
                 for measure in sorted(set(xa) & set(xb)):
-                    lines.append({"experiment": name, "point": point, "measure": measure, "sweep": sweep.label})
+                    off = [*flagged[0].get(str(ra["source"]), []), *flagged[i].get(str(rb["source"]), [])]
+                    lines.append({"experiment": name, "point": point, "measure": measure, "sweep": sweep.label,
+                                  "machine_off": "; ".join(off)})
                     samples.append((xa[measure], xb[measure]))
                 for col in (c for c in exact_cols if c in ra and c in rb):
                     checked += 1
@@ -139,12 +115,15 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                     if not (pd.isna(va) and pd.isna(vb)) and str(va) != str(vb):
                         exact.append({"experiment": name, "point": point, "sweep": sweep.label, "column": col,
                                       base.label: va, "value": vb})
+    moved = {(name, s.label): drift.shift(base.canary, s.canary, name) for name in settings for s in sweeps[1:]}
     if not lines and checked == 0:
         raise ReportError("nothing to compare: no experiment has complete (ok) points in every sweep"
                           + "".join(f"\n  {s}" for s in left_out))
     return Comparison([s.label for s in sweeps], environment_changes(sweeps), machine_roofs(sweeps), settings,
-                      _timed(lines, samples, threshold), pd.DataFrame(exact), checked,
-                      pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]), left_out)
+                      _timed(lines, samples, threshold, drift.prior([s.canary for s in sweeps]), moved),
+                      pd.DataFrame(exact),
+                      checked, pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]), left_out,
+                      {s.label: s.canary for s in sweeps}, moved)
 
 
 def left_out_of(sweeps: list[Sweep]) -> list[str]:
@@ -156,24 +135,51 @@ def left_out_of(sweeps: list[Sweep]) -> list[str]:
     return out
 
 
-def _timed(lines: list[dict], samples: list[tuple[np.ndarray, np.ndarray]], threshold: float) -> pd.DataFrame:
-    """The timed lines with their statistics, computed in batches of pairs with the same sample counts."""
-    groups: dict[tuple[int, int], list[int]] = {}
+def _timed(lines: list[dict], samples: list[tuple[Samples, Samples]], threshold: float,
+           canary: tuple[float, float] | None, moved: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:
+    """The timed lines with their intervals and verdicts: lines with passes per experiment and sweep
+    (:func:`~experiments.reporting.stats.compare_passes`, the interval widened by how far the machine itself moved
+    between the sweeps, ``moved`` by experiment and sweep: :func:`~experiments.reporting.drift.widen`), the others
+    on their samples, in batches of pairs with the same sample counts."""
+    by_pass: dict[tuple[str, str], list[int]] = {}
+    others: dict[tuple[int, int], list[int]] = {}
     for i, (xa, xb) in enumerate(samples):
-        groups.setdefault((len(xa), len(xb)), []).append(i)
-    for idx in groups.values():
-        changes = compare_batch(np.stack([samples[i][0] for i in idx]), np.stack([samples[i][1] for i in idx]),
-                                threshold)
+        if xa.passes is not None and xb.passes is not None:
+            by_pass.setdefault((lines[i]["experiment"], lines[i]["sweep"]), []).append(i)
+    for idx in by_pass.values():
+        a = [pass_values(samples[i][0].times, samples[i][0].passes) for i in idx]
+        b = [pass_values(samples[i][1].times, samples[i][1].passes) for i in idx]
+        if canary is None and all(len(x) == 1 and len(y) == 1 for x, y in zip(a, b, strict=True)):
+            for i in idx:  # one pass each and no canary: the samples are all there is
+                others.setdefault((len(samples[i][0].times), len(samples[i][1].times)), []).append(i)
+            continue
+        for i, x, y, c in zip(idx, a, b, compare_passes(a, b, threshold, canary), strict=True):
+            low, high = drift.widen(c.low, c.high, moved.get((lines[i]["experiment"], lines[i]["sweep"]), {}))
+            lines[i].update({**_fields(c), "passes_a": len(x), "passes_b": len(y), "ratio_low": low,
+                             "ratio_high": high, "verdict": verdict(low, high, threshold) if np.isfinite(low)
+                             else c.verdict})
+    for i, (xa, xb) in enumerate(samples):
+        if xa.passes is None or xb.passes is None:
+            others.setdefault((len(xa.times), len(xb.times)), []).append(i)
+    for idx in others.values():
+        changes = compare_samples(np.stack([samples[i][0].times for i in idx]),
+                                  np.stack([samples[i][1].times for i in idx]), threshold)
         for i, c in zip(idx, changes, strict=True):
-            xa, xb = samples[i]
-            lines[i].update(median_a_s=float(np.median(xa)), median_b_s=float(np.median(xb)), ratio=c.ratio,
-                            ratio_low=c.low, ratio_high=c.high, p_value=c.p_value, verdict=c.verdict)
-    return pd.DataFrame(lines)
+            lines[i].update(passes_a=1, passes_b=1, **_fields(c))
+    for line, (xa, xb) in zip(lines, samples, strict=True):
+        line.update(median_a_s=float(np.median(xa.times)), median_b_s=float(np.median(xb.times)))
+    columns = ["experiment", "point", "measure", "sweep", "median_a_s", "median_b_s", "ratio", "ratio_low",
+               "ratio_high", "verdict", "basis", "passes_a", "passes_b", "machine_off"]
+    return pd.DataFrame(lines).reindex(columns=columns) if lines else pd.DataFrame(columns=columns)
+
+
+def _fields(c: object) -> dict:
+    return {"ratio": c.ratio, "ratio_low": c.low, "ratio_high": c.high, "verdict": c.verdict, "basis": c.basis}
 
 
 def regressions(result: Comparison, limit: float) -> pd.DataFrame:
-    """Timed lines significantly slower by more than ``limit`` (0.10: 10%)."""
+    """Timed lines *slower* at ``limit`` (0.10: 10%): their whole interval lies above 1 + limit."""
     t = result.timed
     if t.empty:
         return t
-    return t[(t["verdict"] == SLOWER) & (t["ratio"] > 1 + limit)]
+    return t[[verdict(lo, hi, limit) == SLOWER for lo, hi in zip(t["ratio_low"], t["ratio_high"], strict=True)]]

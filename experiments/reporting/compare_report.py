@@ -9,14 +9,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from experiments.reporting import drift
 from experiments.reporting.compare import Comparison, regressions
 from experiments.reporting.html import write_html
 from experiments.reporting.plotting import save_figure, theme
-from experiments.reporting.stats import FASTER, NO_CHANGE, SLOWER
+from experiments.reporting.stats import FASTER, INCONCLUSIVE, NO_CHANGE, SLOWER, VERDICTS
 from experiments.reporting.tables import markdown_table
 from infer_core.measure.files import atomic_path, write_text_atomic
 
-COLORS = {FASTER: "#2a9d8f", NO_CHANGE: "#8d99ae", SLOWER: "#e76f51"}
+COLORS = {FASTER: "#2a9d8f", NO_CHANGE: "#8d99ae", SLOWER: "#e76f51", INCONCLUSIVE: "#e9c46a"}
 
 
 def share_unchanged(result: Comparison) -> float:
@@ -58,9 +59,31 @@ def ratio_plot(result: Comparison, threshold: float, out: Path) -> Path | None:
             ax.set_yticks(np.arange(len(part)), labels, fontsize=9)
         ax.invert_yaxis()
         ax.set(xscale="log", title=name, xlabel=f"time {result.labels[1] if len(result.labels) == 2 else 'B'} / "
-                                                 f"time {result.labels[0]} (95% bootstrap interval)")
+                                                 f"time {result.labels[0]} (90% interval)")
         ax.legend(fontsize=9, loc="lower right")
     return save_figure(fig, out / "compare_ratios.png")
+
+
+def drift_part(result: Comparison, threshold: float, out: Path) -> list[str]:
+    """How far the machine drifted during each sweep (its canary), and how the sweeps' machines compare."""
+    named = {k: v for k, v in result.canary.items() if not v.empty}
+    if not named:
+        return ["No sweep here read the drift canary (it came with `sweep.rounds`): how far the machine drifted "
+                "during them is not known.", ""]
+    lines = ["## The machine during each sweep", "",
+             "The drift canary (a 64 MiB copy and a 512×512 sgemm, about 50 ms) was read before each pass of each "
+             "timed point. The lowest and highest readings are against the sweep's own median.", "",
+             markdown_table(drift.summary(named, threshold)), ""]
+    rows = [{"experiment": name, "sweep": label, **{k: f"{100 * (np.exp(v) - 1):+.1f}%" for k, v in moved.items()}}
+            for (name, label), moved in result.moved.items() if moved]
+    if rows:
+        lines += [f"How much faster the machine was while each later sweep measured an experiment than while "
+                  f"`{result.labels[0]}` did, by the canary's median (negative: slower). A point follows the machine "
+                  "by a share between none and all of that move, which is unknown: each timed point's interval is "
+                  "widened to span it, so a move of the machine alone is never called a change.", "",
+                  markdown_table(pd.DataFrame(rows)), ""]
+    plot = drift.figure(named, threshold, out)
+    return lines + ([f"![The machine during each sweep]({plot.name})", ""] if plot else [])
 
 
 def write(result: Comparison, out: Path, threshold: float, fail_above: float | None) -> Path:
@@ -71,15 +94,22 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
     plot = ratio_plot(result, threshold, out)
     first = result.labels[0]
     lines = [f"# Comparison: {' vs '.join(result.labels)}", "",
-             f"Ratios are time in a later sweep / time in `{first}` (above 1: slower). A change counts when the "
-             f"Mann–Whitney U test rejects equal distributions (p < 0.05) and the ratio of medians is past "
-             f"{100 * threshold:g}% either way; runs minutes apart on a shared machine differ by a few percent.", ""]
+             f"Ratios are time in a later sweep / time in `{first}` (above 1: slower), each with a 90% interval. A "
+             f"point is *slower* or *faster* when its whole interval lies beyond {100 * threshold:g}% either way, "
+             f"*no change* when it lies within ±{100 * threshold:g}%, *inconclusive* otherwise. The interval "
+             "of a timed point rests on its passes (`sweep.rounds`, spread over each sweep: the machine's drift "
+             "between them), its variance moderated by the other points' (`basis` passes); with one pass per point, "
+             "on the drift "
+             "the sweeps' canaries saw (`canary`); served requests, on their own samples (`samples`: the variation "
+             "within one run only). `machine_off` names the passes measured while the canary was off its sweep's "
+             "median by more than the threshold.", ""]
     lines += ["## What differs between the sweeps", ""]
     env = result.environment
     lines += [markdown_table(env) if not env.empty else "The environments are the same.", ""]
     if not result.machine.empty:
         lines += ["The machine's own roofs, measured in each sweep (`experiment=machine`): when they moved, every "
                   "timing moved with them, whatever the code did.", "", markdown_table(result.machine), ""]
+    lines += drift_part(result, threshold, out)
     for name, knobs in result.settings.items():
         if knobs:
             table = pd.DataFrame(knobs, index=result.labels).T.rename_axis("knob").reset_index()
@@ -89,8 +119,8 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
     if not t.empty:
         counts = t["verdict"].value_counts()
         lines += ["## Summary", "", f"{len(t)} timed comparisons: " + ", ".join(
-            f"{counts.get(v, 0)} {v}" for v in (FASTER, SLOWER, NO_CHANGE)) + f" ({100 * share_unchanged(result):.0f}% "
-            f"unchanged); {result.exact_checked} exact figures checked, {len(result.exact)} differ.", ""]
+            f"{counts.get(v, 0)} {v}" for v in VERDICTS) + f" ({100 * share_unchanged(result):.0f}% no change); "
+            f"{result.exact_checked} exact figures checked, {len(result.exact)} differ.", ""]
     if plot is not None:
         lines += [f"![Ratios per point]({plot.name})", ""]
     for name in sorted(set(t.get("experiment", pd.Series(dtype=str))) | set(result.exact.get("experiment", []))):
@@ -98,9 +128,11 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
         part = t[t["experiment"] == name] if not t.empty else t
         if not part.empty:
             shown = part.assign(interval=part["ratio_low"].map("{:.3f}".format) + " – "
-                                + part["ratio_high"].map("{:.3f}".format))
-            lines += [markdown_table(shown[["point", "measure", "sweep", "median_a_s", "median_b_s", "ratio",
-                                            "interval", "p_value", "verdict"]]), ""]
+                                + part["ratio_high"].map("{:.3f}".format),
+                                passes=part["passes_a"].astype(str) + " / " + part["passes_b"].astype(str))
+            cols = ["point", "measure", "sweep", "median_a_s", "median_b_s", "ratio", "interval", "verdict", "basis",
+                    "passes", *(["machine_off"] if part["machine_off"].fillna("").ne("").any() else [])]
+            lines += [markdown_table(shown[cols]), ""]
         ex = result.exact[result.exact["experiment"] == name] if not result.exact.empty else result.exact
         lines += ["Exact figures: " + ("all equal." if ex.empty else f"{len(ex)} differ:"), ""]
         if not ex.empty:
@@ -112,7 +144,7 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
     if fail_above is not None:
         bad = regressions(result, fail_above)
         lines += [f"## Regressions past {100 * fail_above:g}%", "",
-                  markdown_table(bad[["experiment", "point", "measure", "sweep", "ratio", "p_value"]])
+                  markdown_table(bad[["experiment", "point", "measure", "sweep", "ratio", "ratio_low", "ratio_high"]])
                   if not bad.empty else "None.", ""]
     path = write_text_atomic(out / "compare.md", "\n".join(lines) + "\n")
     write_html(path)  # compare.html beside it

@@ -15,7 +15,7 @@ from experiments.framework.bench import BenchConfig
 from experiments.framework.knobs import config_columns
 from experiments.framework.spec import Experiment, Report
 from experiments.framework.store import IDENTITY, OUTCOME, RESULTS
-from experiments.reporting import roofline
+from experiments.reporting import drift, roofline
 from experiments.reporting.html import write_html
 from experiments.reporting.load import ReportError, find_results, load
 from experiments.reporting.tables import fmt, markdown_table
@@ -99,7 +99,8 @@ def experiment_section(exp: Experiment, part: Report, df: pd.DataFrame, out: Pat
 
 def build_report(folders: list[Path], out: Path, machine_file: Path, experiments: Mapping[str, Experiment]) -> Path:
     """Write ``results.csv``, the plots and ``report.md`` into ``out``; return the report's path."""
-    df, left_out = load(find_results(folders))
+    found = find_results(folders)
+    df, left_out = load(found)
     for problem in left_out:
         log.warning("left out %s", problem)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +114,7 @@ def build_report(folders: list[Path], out: Path, machine_file: Path, experiments
     counts = df["status"].value_counts().to_dict()
     parts += ["Status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), ""]
     parts.append(environment_section(df, [f.name for f in fields(Environment) if f.name in df]))
+    parts.append(drift.section(found, out))
     labels = pd.Series(index=df.index, dtype=object)
     for name, rows in df.groupby("experiment", sort=True):
         exp = experiments.get(str(name))

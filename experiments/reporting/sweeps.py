@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.framework.store import SAMPLES
+from experiments.framework.store import CANARY, SAMPLES
+from experiments.reporting.drift import series
 from experiments.reporting.load import ReportError, find_results, load, read_tables
 from experiments.shared.requests import LATENCIES
 
@@ -28,6 +29,15 @@ class Sweep:
     samples: pd.DataFrame
     problems: list[str] = field(default_factory=list)
     requests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    canary: pd.DataFrame = field(default_factory=pd.DataFrame)  # every point's canary readings (``source``: its folder)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A timed line's samples in one sweep: times per call (s), and the pass of each (None: requests, one run)."""
+
+    times: np.ndarray
+    passes: np.ndarray | None = None
 
 
 def read_sweep(folder: Path, label: str) -> Sweep:
@@ -38,16 +48,20 @@ def read_sweep(folder: Path, label: str) -> Sweep:
     rows, problems = load(paths)
     samples = read_tables([p.parent / SAMPLES for p in paths if (p.parent / SAMPLES).exists()])
     requests = read_tables([p.parent / REQUESTS for p in paths if (p.parent / REQUESTS).exists()])
-    return Sweep(label, folder, rows, samples, problems, requests)
+    canary = read_tables([p.parent / CANARY for p in paths if (p.parent / CANARY).exists()])
+    return Sweep(label, folder, rows, samples, problems, requests, series(canary))
 
 
-def point_samples(sweep: Sweep) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """(job folder, variant) -> measure -> its per-call times (s), or its requests' latencies (s)."""
-    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+def point_samples(sweep: Sweep) -> dict[tuple[str, str], dict[str, Samples]]:
+    """(job folder, variant) -> measure -> its per-call times (s) and their passes, or its requests' latencies (s)."""
+    out: dict[tuple[str, str], dict[str, Samples]] = {}
     samples, requests = sweep.samples, sweep.requests
     if not samples.empty and "measure" in samples:
+        passes = pd.to_numeric(samples["pass"], errors="coerce").fillna(1) if "pass" in samples else \
+            pd.Series(1, index=samples.index)  # samples written before passes were: one pass
         for (source, variant, measure), g in samples.groupby(["source", "variant", "measure"], sort=False):
-            out.setdefault((str(source), str(variant)), {})[str(measure)] = g["time_s"].to_numpy(dtype=np.float64)
+            out.setdefault((str(source), str(variant)), {})[str(measure)] = Samples(
+                g["time_s"].to_numpy(dtype=np.float64), passes[g.index].to_numpy(dtype=np.int64))
     if requests.empty or "variant" not in requests:
         return out
     done = requests.get("error", pd.Series("", index=requests.index)).fillna("").astype(str).eq("")
@@ -56,5 +70,5 @@ def point_samples(sweep: Sweep) -> dict[tuple[str, str], dict[str, np.ndarray]]:
         ms = pd.to_numeric(requests[col], errors="coerce")
         keep = ms.notna() & done & (several | (col != "tpot_ms"))
         for (source, variant), g in (ms[keep] / 1e3).groupby([requests["source"][keep], requests["variant"][keep]]):
-            out.setdefault((str(source), str(variant)), {})[measure] = g.to_numpy(dtype=np.float64)
+            out.setdefault((str(source), str(variant)), {})[measure] = Samples(g.to_numpy(dtype=np.float64))
     return out

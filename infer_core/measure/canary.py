@@ -2,8 +2,9 @@
 
 A shared machine's speed drifts in stretches of seconds (memory bandwidth above all). A point measured during a
 slow stretch is slow whatever the code did. The canary reads two speeds in a few tens of milliseconds: a copy of
-64 MiB of float64 (bandwidth, read + write counted) and a 256×256 float32 product (sgemm, under the caller's BLAS
-thread limit). Each is the median of a few calls, so one descheduled call does not make the reading.
+64 MiB of float64 (bandwidth, read + write counted) and a 512×512 float32 product (sgemm) on one BLAS thread, so
+that readings taken by points of any thread count are the same measurement. Each is the median of a few calls, so
+one descheduled call does not make the reading.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 COPY_BYTES = 64 * 2**20  # one array; a copy moves twice this
-SGEMM_N = 256
-COPY_CALLS, SGEMM_CALLS = 3, 8
+SGEMM_N = 512
+COPY_CALLS, SGEMM_CALLS = 3, 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ def read_canary() -> CanaryReading:
     at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     start = time.perf_counter()
     copy_ns = _median_ns(lambda: np.copyto(dst, src), COPY_CALLS)
-    sgemm_ns = _median_ns(lambda: np.matmul(a, b, out=c), SGEMM_CALLS)
+    with threadpool_limits(1, user_api="blas"):
+        sgemm_ns = _median_ns(lambda: np.matmul(a, b, out=c), SGEMM_CALLS)
     return CanaryReading(at_utc=at, copy_gbps=2 * src.nbytes / copy_ns, sgemm_gflops=2 * SGEMM_N**3 / sgemm_ns,
                          seconds=time.perf_counter() - start)
