@@ -111,3 +111,11 @@ def test_rounds_are_refused_where_they_cannot_apply(tmp_path, value, rule):
     extra = ["experiment=kv_memory"] if value == "3" else ["kv.seq_len=5"]
     proc = run_app("-m", *extra, f"sweep.rounds={value}", f"hydra.sweep.dir={tmp_path / 's'}")
     assert proc.returncode == 1 and rule in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_single_run_takes_its_passes_back_to_back(tmp_path):
+    proc = run_app(*KV, "sweep.rounds=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    samples = pd.read_csv(tmp_path / "run" / "samples.csv")
+    assert sorted(samples["pass"].unique()) == [1, 2] and len(samples) == 3 * 2 * 5  # 3 strategies, 2 passes of 5
+    assert json.loads((tmp_path / "run" / "point.json").read_text())["passes"] == 2
