@@ -51,15 +51,13 @@ def small_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 def small_machine_file(path: Path, threads: tuple[int, ...] = (1, 2)) -> Path:
-    """A machine reference at ``path`` for each BLAS thread count, measured on tiny sizes (a second, not the full
-    reference's half minute): for tests that need a roofline, not its accuracy."""
-    from threadpoolctl import threadpool_limits
-
-    from infer_core.measure import machine
-
-    for n in threads:
-        with threadpool_limits(n, user_api="blas"):
-            machine.reference(path, measure_fn=lambda: machine.measure_machine(gemm_sizes=(64,), n_bytes=1 << 20))
+    """A machine reference at ``path`` for each BLAS thread count, measured on tiny sizes by the machine experiment (a
+    few seconds, not the full reference's half minute; in a job's process, so its key is the one a job computes):
+    for tests that need a roofline, not its accuracy."""
+    proc = run_app("-m", "experiment=machine", "machine.gemm_sizes=[64]", "machine.stream_mib=4",
+                   f"bench.threads={','.join(map(str, threads))}", f"bench.machine_file={path}",
+                   f"hydra.sweep.dir={path.parent / (path.stem + '_sweep')}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return path
 
 
