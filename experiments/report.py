@@ -65,6 +65,9 @@ def compare_parser() -> argparse.ArgumentParser:
                         "above 1 + this")
     parser.add_argument("--fail-on-inconclusive", action="store_true", help="exit 2 also when a point's interval "
                         "cannot tell a change of the threshold's size from none (more sweep.rounds narrow it)")
+    parser.add_argument("--normalize", choices=["copy", "sgemm"], help="divide each pass of a timed point by the "
+                        "drift canary's reading before it (its copy or sgemm speed), instead of widening the interval "
+                        "by the machine's move between the sweeps (see docs/protocol.md for when it helps)")
     parser.add_argument("--out", type=Path, help="folder of the comparison (default: <last folder>/compare)")
     return parser
 
@@ -87,7 +90,7 @@ def compare_main(argv: list[str]) -> int:
     try:
         check_out(out)
         sweeps = [read_sweep(f, label) for f, label in zip(args.folders, labels, strict=True)]
-        result = compare_sweeps(sweeps, EXPERIMENTS, threshold)
+        result = compare_sweeps(sweeps, EXPERIMENTS, threshold, args.normalize)
         path = write(result, out, threshold, args.fail_above)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -136,3 +136,23 @@ def test_points_are_listed_in_the_order_of_their_numbers():
     assert sorted(points, key=natural) == ["concat · kv.seq_len=2.5", "concat · kv.seq_len=5",
                                            "concat · kv.seq_len=20", "prealloc · kv.seq_len=20",
                                            "prealloc · kv.seq_len=100"]
+
+
+def test_normalized_samples_are_times_on_a_machine_as_fast_as_the_reference():
+    """--normalize: each timed sample times the canary's reading before its pass, over the first sweep's median; a
+    point without a reading for its pass keeps its time."""
+    from pathlib import Path
+
+    from experiments.reporting.drift import series
+    from experiments.reporting.sweeps import Sweep, point_samples
+
+    samples = pd.DataFrame({"source": ["/s/0"] * 4 + ["/s/1"] * 2, "variant": ["v"] * 6, "measure": ["m"] * 6,
+                            "pass": [1, 1, 2, 2, 1, 1], "time_s": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]})
+    canary = series(pd.DataFrame({"source": ["/s/0", "/s/0"], "experiment": ["matmul"] * 2, "pass": ["1", "2"],
+                                  "at_utc": ["2026-12-06T00:00:00+00:00", "2026-12-06T00:01:00+00:00"],
+                                  "copy_gbps": ["10", "5"], "sgemm_gflops": ["100", "100"]}))
+    sweep = Sweep("s", Path("s"), pd.DataFrame(), samples, canary=canary)
+    got = point_samples(sweep, "copy_gbps", speed=10.0)
+    assert list(got[("/s/0", "v")]["m"].times) == [1.0, 1.0, 1.0, 1.0]  # pass 2 ran at half the copy speed
+    assert list(got[("/s/1", "v")]["m"].times) == [3.0, 3.0]  # no reading: as measured
+    assert list(point_samples(sweep)[("/s/0", "v")]["m"].times) == [1.0, 1.0, 2.0, 2.0]

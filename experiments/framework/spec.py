@@ -87,14 +87,15 @@ def acting_knobs(knobs: Knobs) -> dict[str, Any]:
 
 #: Units of figures read off a clock or set by the load on the machine.
 CLOCK_UNITS = frozenset({"s", "ms", "µs", "1/s", "GFLOP/s", "GB/s", "tok/s", "t/s", "req/s"})
-KINDS = ("exact", "measurement", "sample")
+KINDS = ("exact", "measurement", "sample", "context")
 
 
 @dataclass(frozen=True)
 class Column:
     """A column of ``results.csv`` or a sidecar: name, unit (``""`` when it has none), meaning, and its kind:
     ``exact`` (the same on every run of the same knobs and seed: a count, bytes, an error), ``measurement`` (read
-    off a clock or moved by the load: compared as a ratio, never for equality) or ``sample`` (one raw timing).
+    off a clock or moved by the load: compared as a ratio, never for equality), ``sample`` (one raw timing) or
+    ``context`` (where it ran, such as a path: shown, never compared).
     Left out, the kind follows the unit: a clock's unit makes a measurement."""
 
     name: str

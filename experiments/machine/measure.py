@@ -14,7 +14,7 @@ COLUMNS = (
     Column("gb_per_s", "GB/s", "copy / triad / read rows: best STREAM-style bandwidth of 10"),
     Column("gemm_sizes", "", "the GEMM sizes measured"),
     Column("stream_bytes", "B", "bytes of one STREAM array"),
-    Column("machine_file", "", "where the reference was stored"),
+    Column("machine_file", "", "where the reference was stored", kind="context"),
 )
 
 

@@ -75,11 +75,16 @@ class Comparison:
     # log of the canary's speed ratio to the first sweep's
 
 
-def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float) -> Comparison:
-    """Pair every later sweep's rows with the first's and compare them."""
+def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float,
+            normalize: str | None = None) -> Comparison:
+    """Pair every later sweep's rows with the first's and compare them. ``normalize`` (``copy`` or ``sgemm``): each
+    pass of a timed point divided by the canary's reading before it, instead of widening its interval by the
+    machine's move."""
     base, lines, samples, exact, unmatched, settings, checked = sweeps[0], [], [], [], [], {}, 0
     left_out = left_out_of(sweeps)
-    times = [point_samples(s) for s in sweeps]
+    kernel = {name: c for c, (name, _) in drift.KERNELS.items()}.get(normalize or "")
+    speed = float(base.canary[kernel].median()) if kernel and not base.canary.empty else 1.0
+    times = [point_samples(s, kernel, speed) for s in sweeps]
     flagged = [drift.flags(s.canary, s.label, threshold) for s in sweeps]
     for name in sorted(set().union(*(set(s.rows["experiment"]) for s in sweeps))):
         exp = experiments.get(name)
@@ -115,7 +120,8 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                     if not (pd.isna(va) and pd.isna(vb)) and str(va) != str(vb):
                         exact.append({"experiment": name, "point": point, "sweep": sweep.label, "column": col,
                                       base.label: va, "value": vb})
-    moved = {(name, s.label): drift.shift(base.canary, s.canary, name) for name in settings for s in sweeps[1:]}
+    moved = {(name, s.label): {} if kernel else drift.shift(base.canary, s.canary, name) for name in settings
+             for s in sweeps[1:]}
     if not lines and checked == 0:
         raise ReportError("nothing to compare: no experiment has complete (ok) points in every sweep"
                           + "".join(f"\n  {s}" for s in left_out))

@@ -52,10 +52,18 @@ def read_sweep(folder: Path, label: str) -> Sweep:
     return Sweep(label, folder, rows, samples, problems, requests, series(canary))
 
 
-def point_samples(sweep: Sweep) -> dict[tuple[str, str], dict[str, Samples]]:
-    """(job folder, variant) -> measure -> its per-call times (s) and their passes, or its requests' latencies (s)."""
+def point_samples(sweep: Sweep, normalize: str | None = None, speed: float = 1.0
+                  ) -> dict[tuple[str, str], dict[str, Samples]]:
+    """(job folder, variant) -> measure -> its per-call times (s) and their passes, or its requests' latencies (s).
+    ``normalize`` (a canary column, ``copy_gbps`` or ``sgemm_gflops``): each timed sample multiplied by the canary's
+    reading before its pass, divided by ``speed`` (a time on a machine as fast as that), where the point read one."""
     out: dict[tuple[str, str], dict[str, Samples]] = {}
     samples, requests = sweep.samples, sweep.requests
+    if normalize and not samples.empty and not sweep.canary.empty and "pass" in samples:
+        reading = sweep.canary.set_index(["source", "pass"])[normalize]
+        index = pd.MultiIndex.from_arrays([samples["source"], pd.to_numeric(samples["pass"], errors="coerce")])
+        factor = reading[~reading.index.duplicated()].reindex(index).to_numpy() / speed
+        samples = samples.assign(time_s=pd.to_numeric(samples["time_s"]) * np.where(np.isnan(factor), 1.0, factor))
     if not samples.empty and "measure" in samples:
         passes = pd.to_numeric(samples["pass"], errors="coerce").fillna(1) if "pass" in samples else \
             pd.Series(1, index=samples.index)  # samples written before passes were: one pass
