@@ -69,6 +69,10 @@ def test_an_injected_regression_fails_the_gate_and_a_missing_point_is_listed(swe
         samples["time_s"] = scale * rng.normal(1e-3, 3e-5, len(samples))  # CV 3%
         samples.to_csv(job / "samples.csv", index=False)
     shutil.rmtree(sorted(p for p in slow.iterdir() if (p / "samples.csv").exists())[-1])  # and one point gone
+    for canary in [*base.glob("*/canary.csv"), *slow.glob("*/canary.csv")]:  # the machine itself did not move
+        readings = pd.read_csv(canary)
+        readings[["copy_gbps", "sgemm_gflops"]] = [10.0, 100.0]
+        readings.to_csv(canary, index=False)
     code, err = compare(capsys, base, slow, "--fail-above", "10%", "--out", sweeps / "gate")
     assert code == 2
     assert "slower: matmul" in err and "1 point(s) slower by more than 10%" in err

@@ -158,3 +158,13 @@ def test_the_drift_fit_recovers_a_known_model():
     assert np.median([f.level_sd for f in fits]) == pytest.approx(0.08, rel=0.25)
     assert np.median([f.stretch_s for f in fits]) == pytest.approx(6.0, rel=0.5)
     assert np.median([f.noise_sd for f in fits]) == pytest.approx(0.03, abs=0.015)
+
+
+def test_the_machines_own_move_widens_the_interval_on_its_side():
+    """B measured on a machine 10% slower (by its canary): a point 20% slower might owe all of it to the code or
+    half of it to the machine, so its interval's low end drops by the machine's 10%."""
+    low, high = widen(1.15, 1.30, {"copy": float(np.log(0.9)), "sgemm": float(np.log(0.95))})
+    assert low == pytest.approx(1.15 * 0.9) and high == 1.30
+    assert verdict(1.15, 1.30, THRESHOLD) == SLOWER and verdict(low, high, THRESHOLD) == INCONCLUSIVE
+    assert widen(0.8, 0.95, {"copy": float(np.log(1.2))}) == pytest.approx((0.8, 0.95 * 1.2))
+    assert widen(0.8, 0.95, {}) == (0.8, 0.95)

@@ -13,7 +13,7 @@ import seaborn as sns
 
 from experiments.batching.schema import KEY
 from experiments.framework.spec import Report
-from experiments.reporting.plotting import save_figure, theme
+from experiments.reporting.plotting import label_points, save_figure, theme
 from experiments.reporting.tables import markdown_table
 
 POLICY, COST, RATE = f"{KEY}.policy", f"{KEY}.cost", f"{KEY}.rate"
@@ -37,18 +37,21 @@ def curve(df: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
     theme()
     fig, axes = plt.subplots(1, 2, figsize=(17, 7), sharey=True)
     colors = dict(zip(sorted(ok[POLICY].unique()), sns.color_palette(n_colors=ok[POLICY].nunique()), strict=True))
+    labels = []
     for ax, latency, title in ((axes[0], "p99_ttft_ms", "p99 time to first token"),
                                (axes[1], "p99_e2e_ms", "p99 end-to-end latency")):
+        points = []
         for (policy, cost), part in ok.groupby([POLICY, COST]):
             ax.plot(part[latency], part["output_throughput"], "o-" if cost == "measured" else "s--",
                     color=colors[policy], alpha=1 if cost == "measured" else 0.6, label=f"{policy}, {cost}")
             if cost == "measured":
-                for _, row in part.iterrows():
-                    ax.annotate(row["load"], (row[latency], row["output_throughput"]), fontsize=10, xytext=(4, 4),
-                                textcoords="offset points")
+                points += [(r[latency], r["output_throughput"], r["load"]) for _, r in part.iterrows()]
         ax.set(xscale="log", xlabel=f"{title} (ms)", ylabel="output tokens/s", title=title)
+        labels.append((ax, points))
     axes[0].legend(fontsize=11)
     fig.suptitle("Throughput against latency, one point per arrival rate (measured solid, cost model dashed)")
+    for ax, points in labels:  # two policies at one load can land on one spot: each label where it is clear
+        label_points(ax, points)
     return [("Throughput against p99 latency", save_figure(fig, out / "batching_throughput_latency.png"))]
 
 
