@@ -80,6 +80,10 @@ def test_an_injected_regression_fails_the_gate_and_a_missing_point_is_listed(swe
     assert 1.4 < ratio < 1.6
     text = (sweeps / "gate" / "compare.md").read_text()
     assert "## Points in one sweep only" in text and "| base |" in text  # the point only the first sweep has
+    # the other point has one pass a side and nothing to stand in for its passes' variance: inconclusive
+    code, err = compare(capsys, base, slow, "--fail-on-inconclusive", "--out", sweeps / "unsure")
+    assert code == 2 and "1 point(s) inconclusive at 10%: their interval crosses the threshold" in err
+    assert "slower: matmul" not in err  # without --fail-above, a slower point alone does not fail
 
 
 def test_threads_one_against_two_lead_with_the_difference(sweeps, capsys):
