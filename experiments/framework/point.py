@@ -102,7 +102,7 @@ class PointApp:
                  " ".join(job.overrides) or "(defaults)")
         point: Point | None = self.validated.get(job.output_dir.absolute())
         env: environment.Environment | None = None
-        carry, canary, earlier = passes.Carry(), None, []
+        carry, canary, earlier, counts = passes.Carry(), None, [], {}
         store.clear_manifest(job.output_dir)  # from here until the new manifest, the point is not complete
         try:
             point = point or validate(cfg, self.experiments)
@@ -115,7 +115,8 @@ class PointApp:
             if len(earlier) < job.pass_num - 1:
                 raise RuntimeError(f"pass {job.pass_num} of {job.passes} cannot run: its folder holds "
                                    f"{len(earlier)} earlier pass(es) of this config ({passes.PASSES})")
-            carry = passes.Carry(passes.prior_of(earlier)[0])
+            prior, counts = passes.prior_of(earlier)
+            carry = passes.Carry(prior)
             with threadpool_limits(limits=blas_threads(bench.threads, job.concurrency), user_api="blas"):
                 env = environment.capture(self.repo, job.concurrency)
                 canary = read_canary() if exp.timed else None
@@ -129,7 +130,7 @@ class PointApp:
             results = [VariantResult("", status="failed", error=one_line(exc))]
         outcome = summarize(job, results, point.experiment if point else None)
         if point is None or outcome.status != "ok" or job.pass_num >= job.passes:
-            labels = passes.pass_labels(results, carry, passes.prior_of(earlier)[1], job.pass_num)
+            labels = passes.pass_labels(results, carry, counts, job.pass_num)
             return self._write(job, cfg, point, results, env, labels, passes.canaries(earlier, job.pass_num, canary))
         try:  # an earlier pass: its samples and canary kept for the next, the point not complete yet
             passes.write_record(job.output_dir, point.config_hash, earlier, job.pass_num, carry, canary)

@@ -98,8 +98,9 @@ def compare_passes(a: list[np.ndarray], b: list[np.ndarray], threshold: float,
     """Lines of pass values (``a[i]`` of sweep A, ``b[i]`` of sweep B, logs of per-pass median times): the
     moderated t interval of each line's ratio, and its verdict. ``canary`` (variance, degrees of freedom) is the
     drift the sweeps' canaries saw, used when no line has two passes in a sweep."""
-    s2 = np.array([_pooled(x, y)[0] for x, y in zip(a, b, strict=True)])
-    df = np.array([_pooled(x, y)[1] for x, y in zip(a, b, strict=True)], dtype=np.float64)
+    pooled = [_pooled(x, y) for x, y in zip(a, b, strict=True)]
+    s2 = np.array([v for v, _ in pooled])
+    df = np.array([d for _, d in pooled], dtype=np.float64)
     s0, d0 = prior_variance(s2, df)
     basis = PASSES
     if not (df > 0).any() and canary is not None:

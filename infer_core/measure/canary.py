@@ -10,6 +10,7 @@ one descheduled call does not make the reading.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -43,11 +44,11 @@ def _operands() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndar
     return src, dst, a, b, np.empty_like(a)
 
 
-def _median_ns(fn: object, calls: int) -> float:
+def _median_ns(fn: Callable[[], object], calls: int) -> float:
     times = []
     for _ in range(calls):
         t0 = time.perf_counter_ns()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter_ns() - t0)
     return float(np.median(times))
 
