@@ -4,11 +4,14 @@
     python experiments/report.py outputs/sweeps/NAME --out my_report
     python experiments/report.py compare A B [C ...] [--labels a,b] [--threshold 10%] [--fail-above 10%]
                                          [--fail-on-inconclusive]
+    python experiments/report.py compare SWEEP --between matmul.dtype[=float32,float64]   # settings of one sweep
 
 A report writes ``<out>/results.csv`` (every row, concatenated), each experiment's PNGs and
 ``<out>/report.md``; default ``<out>``: ``<first folder>/report``. A comparison pairs the points of each
 later sweep with the first's and writes ``compare.md``, ``compare.csv`` and ``compare_ratios.png``; default
-``<out>``: ``<last folder>/compare``. Each timed point gets a verdict: faster, slower, no change (its interval
+``<out>``: ``<last folder>/compare``. ``--between`` compares the settings of one knob within one sweep instead,
+pass by pass: their points ran side by side in each pass, the way to resolve small changes on a drifting machine.
+Each timed point gets a verdict: faster, slower, no change (its interval
 within ±threshold) or inconclusive. With ``--fail-above`` it exits 2 when a point is *slower* at that limit (its
 whole interval above it), listing those points; with ``--fail-on-inconclusive``, also when a point is inconclusive.
 """
@@ -58,6 +61,9 @@ def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="report.py compare", description="Compare sweeps: each later one "
                                      "against the first, point by point, with the noise accounted for.")
     parser.add_argument("folders", nargs="+", type=Path, help="sweep or run folders; the first is the baseline")
+    parser.add_argument("--between", metavar="KNOB[=A,B]", help="compare the settings of KNOB within one sweep "
+                        "(its points' passes side by side: sweep.rounds of 2 or more), each against the first "
+                        "(default: every value, in the sweep's order)")
     parser.add_argument("--labels", help="names of the sweeps, comma-separated (default: folder names)")
     parser.add_argument("--threshold", type=percent, help="smallest change that counts (default 10%%, or "
                         "--fail-above's value)")
@@ -77,20 +83,26 @@ def compare_main(argv: list[str]) -> int:
     from experiments.reporting.compare import regressions
     from experiments.reporting.compare_report import write
     from experiments.reporting.stats import INCONCLUSIVE
-    from experiments.reporting.sweeps import read_sweep
+    from experiments.reporting.sweeps import read_sweep, split
 
     parser = compare_parser()
     args = parser.parse_args(argv)
     labels = args.labels.split(",") if args.labels else [f.name for f in args.folders]
-    if len(args.folders) < 2 or len(labels) != len(args.folders):
+    if args.between and len(args.folders) != 1:
+        parser.error(f"--between compares settings within one sweep: give one folder ({len(args.folders)} given)")
+    if not args.between and (len(args.folders) < 2 or len(labels) != len(args.folders)):
         parser.error(f"give two or more folders and as many labels ({len(args.folders)} folders, {len(labels)} "
-                     "labels)")
+                     "labels), or one folder with --between")
     threshold = args.threshold or args.fail_above or 0.10
     out = args.out or args.folders[-1] / "compare"
     try:
         check_out(out)
-        sweeps = [read_sweep(f, label) for f, label in zip(args.folders, labels, strict=True)]
-        result = compare_sweeps(sweeps, EXPERIMENTS, threshold, args.normalize)
+        if args.between:
+            knob, _, values = args.between.partition("=")
+            sweeps = split(read_sweep(args.folders[0], labels[0]), knob, values.split(",") if values else None)
+        else:
+            sweeps = [read_sweep(f, label) for f, label in zip(args.folders, labels, strict=True)]
+        result = compare_sweeps(sweeps, EXPERIMENTS, threshold, args.normalize, paired=bool(args.between))
         path = write(result, out, threshold, args.fail_above)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -164,3 +164,37 @@ def test_normalized_samples_are_times_on_a_machine_as_fast_as_the_reference():
     assert list(got[("/s/0", "v")]["m"].times) == [1.0, 1.0, 1.0, 1.0]  # pass 2 ran at half the copy speed
     assert list(got[("/s/1", "v")]["m"].times) == [3.0, 3.0]  # no reading: as measured
     assert list(point_samples(sweep)[("/s/0", "v")]["m"].times) == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_two_settings_of_one_sweep_compare_pass_by_pass(tmp_path, capsys):
+    """--between: one sweep's float32 and float64 points (and its two seeds) compared side by side, each pair's pass
+    differences the interval's basis; the exact figures that differ are the ones the dtype doubles."""
+    machine = f"bench.machine_file={small_machine_file(tmp_path / 'machine.json', threads=(1,))}"
+    sweep = tmp_path / "ab"
+    proc = run_app("-m", "experiment=matmul", "matmul.size=64", "matmul.weights=[fp32]", "matmul.dtype=float32,float64",
+                   "seed=0,1", "bench.threads=1", "sweep.rounds=2", machine, *FAST_BENCH, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, err = compare(capsys, sweep, "--between", "matmul.dtype", "--out", tmp_path / "dtype")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "dtype" / "compare.csv")
+    assert list(table["point"]) == ["fp32 · seed=0", "fp32 · seed=1"] and set(table["basis"]) == {"pairs"}
+    assert (table["passes_a"] == 2).all() and (table["passes_b"] == 2).all()
+    span = pd.concat(pd.read_csv(p) for p in sweep.glob("*/canary.csv"))["at_utc"].pipe(pd.to_datetime)
+    assert ((table["gap_s"] > 0) & (table["gap_s"] < (span.max() - span.min()).total_seconds())).all()
+    text = (tmp_path / "dtype" / "compare.md").read_text()
+    assert "# Comparison: matmul.dtype=float32 vs matmul.dtype=float64" in text and "measured side by side" in text
+    assert "| matmul.dtype | float32 | float64 |" in text and "| seed |" not in text.split("## Summary")[0]
+    assert "| fp32 · seed=0 | matmul.dtype=float64 | weight_bytes | 16384 | 32768 |" in text  # 64·64 elements
+    code, err = compare(capsys, sweep, "--between", "seed=1,0", "--out", tmp_path / "seed")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "seed" / "compare.csv")
+    assert list(table["point"]) == ["fp32 · matmul.dtype=float32", "fp32 · matmul.dtype=float64"]
+    exact = (tmp_path / "seed" / "compare.md").read_text().split("Exact figures:")[1]
+    assert set(table["sweep"]) == {"seed=0"} and "max_rel_err_vs_ref" in exact and "bytes" not in exact  # the inputs
+    code, err = compare(capsys, sweep, "--between", "matmul.dtype=float16,float32")
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: --between matmul.dtype: float16 not among its values in {sweep} (float32, float64); name two or "
+        "more, as --between matmul.dtype=A,B"]
+    with pytest.raises(SystemExit) as exit_:
+        compare(capsys, sweep, sweep, "--between", "seed")
+    assert exit_.value.code == 2 and "give one folder (2 given)" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from experiments.reporting.stats import (
     INCONCLUSIVE,
     NO_CHANGE,
     SLOWER,
+    compare_paired,
     compare_passes,
     compare_samples,
     pass_values,
@@ -82,6 +83,33 @@ def trials(model: DriftModel, slowdown: np.ndarray, seed: int) -> np.ndarray:
     """Verdicts (trials, lines) of TRIALS seeded comparisons, B slowed by ``slowdown`` per line."""
     rng = np.random.default_rng(seed)
     return np.array([comparison(model, rng, slowdown) for _ in range(TRIALS)])
+
+
+#: An interleaved comparison (report.py compare --between): pairs of points in one sweep, in the passes it takes to
+#: resolve a 20% change at a 10% threshold on this machine.
+PAIRS, PAIRED_ROUNDS = 30, 12
+
+
+def interleaved(model: DriftModel, rng: np.random.Generator, slowdown: np.ndarray) -> list[str]:
+    """One synthetic sweep of PAIRS pairs of points (setting A, then B, of one knob: neighbours in the sweep's order),
+    in PAIRED_ROUNDS passes, each pass in the order opposite to the one before (as launch_passes runs them), on one
+    timeline of the machine's drift; each point's pass is REPEATS samples over PASS_S seconds, each line following
+    the machine by its own share k in [0.3, 1]. The verdicts are those of ``report.py compare --between``."""
+    points = 2 * PAIRS
+    slot = np.array([np.arange(points) if r % 2 == 0 else np.arange(points)[::-1].argsort() for r in
+                     range(PAIRED_ROUNDS)])  # (rounds, points): when in its pass each point ran
+    start = (np.arange(PAIRED_ROUNDS)[:, None] * points + slot) * PASS_S
+    at = start[..., None] + (np.arange(REPEATS) + 1) * PASS_S / (REPEATS + 1)  # (rounds, points, repeats)
+    order = np.argsort(at.ravel(), kind="stable")
+    level = np.empty(at.size)
+    level[order] = model.levels(at.ravel()[order], rng)
+    level = level.reshape(at.shape)
+    k = np.repeat(rng.uniform(0.3, 1.0, PAIRS), 2)[None, :, None]
+    own = np.repeat(np.linspace(-9, -3, PAIRS), 2)[None, :, None]
+    slow = np.stack([np.ones(PAIRS), slowdown], axis=1).ravel()[None, :, None]  # A, B of each pair
+    t = np.exp(own + np.log(slow) - k * level + rng.normal(0, SAMPLE_SD, level.shape))
+    values = np.log(np.median(t, axis=2))  # (rounds, points): each pass's value
+    return [c.verdict for c in compare_paired(list(values[:, 0::2].T), list(values[:, 1::2].T), THRESHOLD)]
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +196,31 @@ def test_the_machines_own_move_widens_the_interval_on_its_side():
     assert verdict(1.15, 1.30, THRESHOLD) == SLOWER and verdict(low, high, THRESHOLD) == INCONCLUSIVE
     assert widen(0.8, 0.95, {"copy": float(np.log(1.2))}) == pytest.approx((0.8, 0.95 * 1.2))
     assert widen(0.8, 0.95, {}) == (0.8, 0.95)
+
+
+def test_side_by_side_in_one_sweep_a_20_percent_slowdown_is_found(model):
+    """1,000 seeded interleaved sweeps under this machine's drift (a third of the pairs unchanged, a third 20% slower
+    in B, a third twice as slow): the level the machine holds is in both settings and cancels, so a 20% slowdown is
+    *slower* in at least 90% while the unchanged are called *faster* or *slower* in at most 5%."""
+    slowdown = np.array([1.0, 1.2, 2.0])[np.arange(PAIRS) % 3]
+    rng = np.random.default_rng(20)
+    v = np.array([interleaved(model, rng, slowdown) for _ in range(TRIALS)])
+    same, twenty, double = (v[:, slowdown == x] for x in (1.0, 1.2, 2.0))
+    false = np.isin(same, [FASTER, SLOWER]).mean()
+    assert false <= 0.05, f"{false:.1%} of unchanged lines called faster or slower"
+    assert (twenty == SLOWER).mean() >= 0.90, f"found {(twenty == SLOWER).mean():.1%} of 20% slowdowns"
+    assert (double == SLOWER).all() and not (twenty == FASTER).any()
+
+
+def test_the_paired_interval_is_the_t_interval_of_the_pass_differences():
+    """Lines whose pass differences scatter exactly as sampling explains share one variance on infinite degrees of
+    freedom (a z interval); a lone line keeps its own variance on its own degrees of freedom."""
+    a = [np.zeros(4)]
+    (c,) = compare_paired(a, [np.array([0.0, 0.2, 0.3, 0.3])], 0.10)
+    half = 2.353363 * np.sqrt(np.var([0.0, 0.2, 0.3, 0.3], ddof=1) / 4)  # t(3) at 95%
+    assert c.ratio == pytest.approx(np.exp(0.2)) and np.log(c.high) - 0.2 == pytest.approx(half, rel=1e-6)
+    assert c.basis == "pairs" and c.verdict == INCONCLUSIVE  # 1.22, its low end 1.035: not beyond 10%
+    (sure,) = compare_paired(a, [np.array([0.1, 0.2, 0.3, 0.2])], 0.10)
+    assert sure.verdict == SLOWER  # 1.22, its low end 1.110
+    (one,) = compare_paired([np.zeros(1)], [np.ones(1)], 0.10)
+    assert one.verdict == INCONCLUSIVE  # one pass: no difference to scatter

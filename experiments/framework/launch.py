@@ -106,14 +106,16 @@ def launch(sweeper: Any, composer: Composer, points: list[Any], job: Callable[[A
 
 def launch_passes(sweeper: Any, composer: Composer, todo: list[Any], job: Any, known: dict[int, PointOutcome],
             hooks: Any, rounds: int) -> list[Any]:
-    """Pass 1 of every point, then pass 2 of those still ok, and so on; a resumed point continues after the passes
-    its folder holds."""
+    """Pass 1 of every point, then pass 2 of those still ok, and so on, each pass in the order opposite to the pass
+    before (A B, then B A: neighbours take turns going first, and every point's passes average to the sweep's middle);
+    a resumed point continues after the passes its folder holds."""
     done = {p.index: hooks.passes_done(job(p)) if hooks is not None and p.name else 0 for p in todo}
     if any(done.values()):
         log.info("resuming %d point(s) after the passes already in their folders", sum(map(bool, done.values())))
     total, launched, start, returns = sum(rounds - done[p.index] for p in todo), 0, time.time(), []
     for r in range(1, rounds + 1):
         batch = [p for p in todo if done[p.index] < r and getattr(known.get(p.index), "status", "ok") == "ok"]
+        batch = batch if r % 2 else batch[::-1]
         if batch and rounds > 1:
             log.info("pass %d of %d: %d point(s)", r, rounds, len(batch))
         returns += launch(sweeper, composer, batch, lambda p, c=1, r=r: job(p, c, r), known, pass_num=f"{r}/{rounds}",

@@ -22,8 +22,9 @@ from experiments.reporting import drift
 from experiments.reporting.differences import environment_changes, machine_roofs
 from experiments.reporting.gather import knob_columns
 from experiments.reporting.load import INCOMPLETE, ReportError
-from experiments.reporting.stats import SLOWER, compare_passes, compare_samples, pass_values, verdict
-from experiments.reporting.sweeps import Samples, Sweep, point_samples
+from experiments.reporting.stats import SLOWER, verdict
+from experiments.reporting.sweeps import Sweep, point_samples
+from experiments.reporting.timed import timed_lines
 
 
 def split_knobs(exp: Experiment, parts: list[pd.DataFrame]) -> tuple[list[str], dict[str, list[str]]]:
@@ -73,13 +74,15 @@ class Comparison:
     canary: dict[str, pd.DataFrame] = field(default_factory=dict)  # each sweep's drift canary series
     moved: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (experiment, sweep) -> kernel ->
     # log of the canary's speed ratio to the first sweep's
+    paired: bool = False  # the "sweeps" are settings of one sweep, measured side by side in each pass
 
 
 def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshold: float,
-            normalize: str | None = None) -> Comparison:
+            normalize: str | None = None, paired: bool = False) -> Comparison:
     """Pair every later sweep's rows with the first's and compare them. ``normalize`` (``copy`` or ``sgemm``): each
     pass of a timed point divided by the canary's reading before it, instead of widening its interval by the
-    machine's move."""
+    machine's move. ``paired``: the sweeps are one sweep's settings (:func:`~experiments.reporting.sweeps.split`),
+    their points' passes taken side by side, compared pass by pass."""
     base, lines, samples, exact, unmatched, settings, checked = sweeps[0], [], [], [], [], {}, 0
     left_out = left_out_of(sweeps)
     kernel = {name: c for c, (name, _) in drift.KERNELS.items()}.get(normalize or "")
@@ -112,7 +115,8 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                 for measure in sorted(set(xa) & set(xb)):
                     off = [*flagged[0].get(str(ra["source"]), []), *flagged[i].get(str(rb["source"]), [])]
                     lines.append({"experiment": name, "point": point, "measure": measure, "sweep": sweep.label,
-                                  "machine_off": "; ".join(off)})
+                                  "machine_off": "; ".join(off), "gap_s": drift.gap_s(
+                                      base.canary, sweep.canary, str(ra["source"]), str(rb["source"]))})
                     samples.append((xa[measure], xb[measure]))
                 for col in (c for c in exact_cols if c in ra and c in rb):
                     checked += 1
@@ -120,16 +124,15 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                     if not (pd.isna(va) and pd.isna(vb)) and str(va) != str(vb):
                         exact.append({"experiment": name, "point": point, "sweep": sweep.label, "column": col,
                                       base.label: va, "value": vb})
-    moved = {(name, s.label): {} if kernel else drift.shift(base.canary, s.canary, name) for name in settings
-             for s in sweeps[1:]}
+    moved = {(name, s.label): {} if kernel or paired else drift.shift(base.canary, s.canary, name)
+             for name in settings for s in sweeps[1:]}
     if not lines and checked == 0:
         raise ReportError("nothing to compare: no experiment has complete (ok) points in every sweep"
                           + "".join(f"\n  {s}" for s in left_out))
     return Comparison([s.label for s in sweeps], environment_changes(sweeps), machine_roofs(sweeps), settings,
-                      _timed(lines, samples, threshold, drift.prior([s.canary for s in sweeps]), moved),
-                      pd.DataFrame(exact),
-                      checked, pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]), left_out,
-                      {s.label: s.canary for s in sweeps}, moved)
+                      timed_lines(lines, samples, threshold, drift.prior([s.canary for s in sweeps]), moved, paired),
+                      pd.DataFrame(exact), checked, pd.DataFrame(unmatched, columns=["experiment", "point", "only in"]),
+                      left_out, {s.label: s.canary for s in sweeps}, moved, paired)
 
 
 def left_out_of(sweeps: list[Sweep]) -> list[str]:
@@ -139,48 +142,6 @@ def left_out_of(sweeps: list[Sweep]) -> list[str]:
         bad = s.rows[s.rows["status"] == INCOMPLETE].drop_duplicates("source")
         out += [f"{s.label}: {row.get('source')}: {row.get('error')}" for row in bad.to_dict("records")]
     return out
-
-
-def _timed(lines: list[dict], samples: list[tuple[Samples, Samples]], threshold: float,
-           canary: tuple[float, float] | None, moved: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:
-    """The timed lines with their intervals and verdicts: lines with passes per experiment and sweep
-    (:func:`~experiments.reporting.stats.compare_passes`, the interval widened by how far the machine itself moved
-    between the sweeps, ``moved`` by experiment and sweep: :func:`~experiments.reporting.drift.widen`), the others
-    on their samples, in batches of pairs with the same sample counts."""
-    by_pass: dict[tuple[str, str], list[int]] = {}
-    others: dict[tuple[int, int], list[int]] = {}
-    for i, (xa, xb) in enumerate(samples):
-        if xa.passes is not None and xb.passes is not None:
-            by_pass.setdefault((lines[i]["experiment"], lines[i]["sweep"]), []).append(i)
-    for idx in by_pass.values():
-        a = [pass_values(samples[i][0].times, samples[i][0].passes) for i in idx]
-        b = [pass_values(samples[i][1].times, samples[i][1].passes) for i in idx]
-        if canary is None and all(len(x) == 1 and len(y) == 1 for x, y in zip(a, b, strict=True)):
-            for i in idx:  # one pass each and no canary: the samples are all there is
-                others.setdefault((len(samples[i][0].times), len(samples[i][1].times)), []).append(i)
-            continue
-        for i, x, y, c in zip(idx, a, b, compare_passes(a, b, threshold, canary), strict=True):
-            low, high = drift.widen(c.low, c.high, moved.get((lines[i]["experiment"], lines[i]["sweep"]), {}))
-            lines[i].update({**_fields(c), "passes_a": len(x), "passes_b": len(y), "ratio_low": low,
-                             "ratio_high": high, "verdict": verdict(low, high, threshold) if np.isfinite(low)
-                             else c.verdict})
-    for i, (xa, xb) in enumerate(samples):
-        if xa.passes is None or xb.passes is None:
-            others.setdefault((len(xa.times), len(xb.times)), []).append(i)
-    for idx in others.values():
-        changes = compare_samples(np.stack([samples[i][0].times for i in idx]),
-                                  np.stack([samples[i][1].times for i in idx]), threshold)
-        for i, c in zip(idx, changes, strict=True):
-            lines[i].update(passes_a=1, passes_b=1, **_fields(c))
-    for line, (xa, xb) in zip(lines, samples, strict=True):
-        line.update(median_a_s=float(np.median(xa.times)), median_b_s=float(np.median(xb.times)))
-    columns = ["experiment", "point", "measure", "sweep", "median_a_s", "median_b_s", "ratio", "ratio_low",
-               "ratio_high", "verdict", "basis", "passes_a", "passes_b", "machine_off"]
-    return pd.DataFrame(lines).reindex(columns=columns) if lines else pd.DataFrame(columns=columns)
-
-
-def _fields(c: object) -> dict:
-    return {"ratio": c.ratio, "ratio_low": c.low, "ratio_high": c.high, "verdict": c.verdict, "basis": c.basis}
 
 
 def regressions(result: Comparison, limit: float) -> pd.DataFrame:

@@ -86,6 +86,28 @@ def drift_part(result: Comparison, threshold: float, out: Path) -> list[str]:
     return lines + ([f"![The machine during each sweep]({plot.name})", ""] if plot else [])
 
 
+def briefly(off: str, most: int = 3) -> str:
+    """A point's passes taken while the machine was off, listed up to ``most``, else counted (compare.csv lists
+    them all)."""
+    passes = [p for p in off.split("; ") if p]
+    return off if len(passes) <= most else f"{len(passes)} passes (listed in compare.csv)"
+
+
+def basis_note(result: Comparison) -> str:
+    """What the timed intervals rest on."""
+    if result.paired:
+        gap = result.timed["gap_s"].dropna() if not result.timed.empty else pd.Series(dtype=float)
+        apart = f"a median {gap.median():.1f} s apart" if len(gap) else "in turn"
+        return ("These are the settings of one sweep (`--between`), measured side by side: pass r of a point and pass "
+                f"r of its pair ran {apart} (`gap_s`), so the machine's level during the pass is in both and cancels. "
+                "A timed point's interval rests on the differences of its pair's passes (`basis` pairs), their "
+                "variance moderated by the other points'.")
+    return ("The interval of a timed point rests on its passes (`sweep.rounds`, spread over each sweep: the machine's "
+            "drift between them), its variance moderated by the other points' (`basis` passes); with one pass per "
+            "point, on the drift the sweeps' canaries saw (`canary`); served requests, on their own samples "
+            "(`samples`: the variation within one run only).")
+
+
 def write(result: Comparison, out: Path, threshold: float, fail_above: float | None) -> Path:
     """``compare.md``, ``compare.csv`` and the plot into ``out``; returns the Markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -94,15 +116,11 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
     plot = ratio_plot(result, threshold, out)
     first = result.labels[0]
     lines = [f"# Comparison: {' vs '.join(result.labels)}", "",
-             f"Ratios are time in a later sweep / time in `{first}` (above 1: slower), each with a 90% interval. A "
-             f"point is *slower* or *faster* when its whole interval lies beyond {100 * threshold:g}% either way, "
-             f"*no change* when it lies within ±{100 * threshold:g}%, *inconclusive* otherwise. The interval "
-             "of a timed point rests on its passes (`sweep.rounds`, spread over each sweep: the machine's drift "
-             "between them), its variance moderated by the other points' (`basis` passes); with one pass per point, "
-             "on the drift "
-             "the sweeps' canaries saw (`canary`); served requests, on their own samples (`samples`: the variation "
-             "within one run only). `machine_off` names the passes measured while the canary was off its sweep's "
-             "median by more than the threshold.", ""]
+             f"Ratios are time in a later {'setting' if result.paired else 'sweep'} / time in `{first}` (above 1: "
+             f"slower), each with a 90% interval. A point is *slower* or *faster* when its whole interval lies beyond "
+             f"{100 * threshold:g}% either way, *no change* when it lies within ±{100 * threshold:g}%, *inconclusive* "
+             "otherwise. `machine_off` names the passes measured while the canary was off its sweep's median by more "
+             "than the threshold.", "", basis_note(result), ""]
     lines += ["## What differs between the sweeps", ""]
     env = result.environment
     lines += [markdown_table(env) if not env.empty else "The environments are the same.", ""]
@@ -129,9 +147,11 @@ def write(result: Comparison, out: Path, threshold: float, fail_above: float | N
         if not part.empty:
             shown = part.assign(interval=part["ratio_low"].map("{:.3f}".format) + " – "
                                 + part["ratio_high"].map("{:.3f}".format),
-                                passes=part["passes_a"].astype(str) + " / " + part["passes_b"].astype(str))
+                                passes=part["passes_a"].astype(str) + " / " + part["passes_b"].astype(str),
+                                machine_off=part["machine_off"].fillna("").map(briefly))
             cols = ["point", "measure", "sweep", "median_a_s", "median_b_s", "ratio", "interval", "verdict", "basis",
-                    "passes", *(["machine_off"] if part["machine_off"].fillna("").ne("").any() else [])]
+                    "passes", *(["gap_s"] if result.paired else []),
+                    *(["machine_off"] if part["machine_off"].fillna("").ne("").any() else [])]
             lines += [markdown_table(shown[cols]), ""]
         ex = result.exact[result.exact["experiment"] == name] if not result.exact.empty else result.exact
         lines += ["Exact figures: " + ("all equal." if ex.empty else f"{len(ex)} differ:"), ""]

@@ -88,6 +88,17 @@ def widen(low: float, high: float, moved: dict[str, float]) -> tuple[float, floa
     return low * float(np.exp(min(0.0, *moved.values()))), high * float(np.exp(max(0.0, *moved.values())))
 
 
+def gap_s(a: pd.DataFrame, b: pd.DataFrame, source_a: str, source_b: str) -> float:
+    """The median time [s] between the starts of the same pass of two points (by their canary readings; NaN
+    without them): how close side by side they were measured."""
+    if a.empty or b.empty:
+        return float("nan")
+    ta, tb = (s[s["source"] == src].drop_duplicates("pass").set_index("pass")["at"]
+              for s, src in ((a, source_a), (b, source_b)))
+    both = ta.index.intersection(tb.index)
+    return float(np.median(np.abs((tb[both] - ta[both]).dt.total_seconds()))) if len(both) else float("nan")
+
+
 def flags(s: pd.DataFrame, label: str, threshold: float) -> dict[str, list[str]]:
     """Job folder -> its passes measured while a canary kernel was off the sweep's median by more than the
     threshold, in words (``b pass 2: copy -14%``)."""

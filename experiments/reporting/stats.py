@@ -14,7 +14,8 @@ pass effect all lines share (the machine's level during a pass) is added once mo
 passes: the machine may hold a level for minutes, longer than a sweep. With one pass per point, the sweeps' drift
 canary stands in for the between-pass variance. Served requests (and sweeps
 with neither passes nor canary) are compared on their samples with a bootstrap interval, which sees only the
-variation within one run.
+variation within one run. Two settings measured in one sweep (``report.py compare --between``) are compared pass by
+pass (:func:`compare_paired`): their passes run side by side, so the machine's level is in both and cancels.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scipy import special, stats
 LEVEL = 0.90  # two-sided: each one-sided claim (beyond the threshold, or within it) at 5%
 NO_CHANGE, FASTER, SLOWER, INCONCLUSIVE = "no change", "faster", "slower", "inconclusive"
 VERDICTS = (FASTER, SLOWER, NO_CHANGE, INCONCLUSIVE)
-PASSES, CANARY, SAMPLES = "passes", "canary", "samples"
+PASSES, PAIRS, CANARY, SAMPLES = "passes", "pairs", "canary", "samples"
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,23 @@ def compare_passes(a: list[np.ndarray], b: list[np.ndarray], threshold: float,
     low, high = np.exp(diff - half), np.exp(diff + half)
     return [Change(float(np.exp(d)), float(lo), float(hi), verdict(lo, hi, threshold) if k else INCONCLUSIVE, basis)
             for d, lo, hi, k in zip(diff, low, high, ok, strict=True)]
+
+
+def compare_paired(a: list[np.ndarray], b: list[np.ndarray], threshold: float) -> list[Change]:
+    """Lines of pass values of two settings measured side by side in each pass of one sweep: each line's differences
+    ``b[i][r] − a[i][r]`` (what the machine did within the seconds between the two is in their spread), their
+    variance moderated across the lines as in :func:`compare_passes`, and the t interval of their mean."""
+    d = [y[:n] - x[:n] for x, y in zip(a, b, strict=True) for n in [min(len(x), len(y))]]
+    df = np.array([len(x) - 1 for x in d], dtype=np.float64)
+    s2 = np.array([float(x.var(ddof=1)) if len(x) > 1 else np.nan for x in d])
+    var, dof = _moderated(s2, df, *prior_variance(s2, df))
+    mean, n = np.array([x.mean() for x in d]), np.array([len(x) for x in d])
+    ok = np.isfinite(var) & (dof > 0)
+    half = np.full(len(d), np.nan)
+    half[ok] = stats.t.ppf(0.5 + LEVEL / 2, np.minimum(dof[ok], 1e6)) * np.sqrt(var[ok] / n[ok])
+    low, high = np.exp(mean - half), np.exp(mean + half)
+    return [Change(float(np.exp(m)), float(lo), float(hi), verdict(lo, hi, threshold) if k else INCONCLUSIVE, PAIRS)
+            for m, lo, hi, k in zip(mean, low, high, ok, strict=True)]
 
 
 def common_variance(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, int]:

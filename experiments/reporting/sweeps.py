@@ -80,3 +80,28 @@ def point_samples(sweep: Sweep, normalize: str | None = None, speed: float = 1.0
         for (source, variant), g in (ms[keep] / 1e3).groupby([requests["source"][keep], requests["variant"][keep]]):
             out.setdefault((str(source), str(variant)), {})[measure] = Samples(g.to_numpy(dtype=np.float64))
     return out
+
+
+def split(sweep: Sweep, column: str, values: list[str] | None = None) -> list[Sweep]:
+    """One sweep's points by the value of one knob (``report.py compare --between column[=A,B]``): a sweep per value,
+    in the order given (default: the order of the points), each with its points' rows, samples, requests and canary
+    readings, labelled ``column=value``."""
+    rows = sweep.rows
+    if column not in rows:
+        raise ReportError(f"--between {column}: no such column in the rows of {sweep.folder}")
+    have = rows[column].astype(str).where(rows[column].notna())
+    order = list(dict.fromkeys(have.dropna()))
+    values = values or order
+    missing = [v for v in values if v not in order]
+    if missing or len(values) < 2:
+        why = f"{', '.join(missing)} not among its values" if missing else f"{len(order)} value(s)"
+        raise ReportError(f"--between {column}: {why} in {sweep.folder} ({', '.join(order) or 'none'}); name two or "
+                          f"more, as --between {column}=A,B")
+    out = []
+    for k, value in enumerate(values):
+        sources = set(rows.loc[have == value, "source"])
+        def pick(df: pd.DataFrame, s: set = sources) -> pd.DataFrame:
+            return df[df["source"].isin(s)] if "source" in df else df
+        out.append(Sweep(f"{column}={value}", sweep.folder, rows[have == value], pick(sweep.samples),
+                         sweep.problems if k == 0 else [], pick(sweep.requests), pick(sweep.canary)))
+    return out
