@@ -198,3 +198,40 @@ def test_two_settings_of_one_sweep_compare_pass_by_pass(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         compare(capsys, sweep, sweep, "--between", "seed")
     assert exit_.value.code == 2 and "give one folder (2 given)" in capsys.readouterr().err
+
+
+def test_pairs_that_were_not_neighbours_in_the_sweep_are_named():
+    """--between's pairs should run back to back; a median gap past 1.5 steps of the sweep (one pass's start to the
+    next one's) is named, with the remedy."""
+    from experiments.reporting.compare import Comparison
+    from experiments.reporting.compare_report import basis_note
+    from experiments.reporting.drift import series
+
+    at = pd.date_range("2026-12-06", periods=8, freq="2s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
+    canary = series(pd.DataFrame({"source": list("abcdabcd"), "experiment": "matmul", "pass": [1] * 4 + [2] * 4,
+                                  "at_utc": at, "copy_gbps": 10.0, "sgemm_gflops": 100.0}))
+    assert canary["source"].tolist() == list("abcdabcd")
+
+    def note(gap: float) -> str:
+        return basis_note(Comparison(["k=1", "k=2"], pd.DataFrame(), pd.DataFrame(), {}, pd.DataFrame(
+            {"gap_s": [gap, gap]}), pd.DataFrame(), 0, pd.DataFrame(), canary={"k": canary}, paired=True))
+
+    assert "ran a median 2.0 s apart" in note(2.0) and "not neighbours" not in note(2.0)
+    assert "not neighbours:** one pass to the next took 2.0 s among these points, a pair 6.0 s" in note(6.0)
+
+
+def test_a_sweep_splits_by_a_knob_as_the_command_line_writes_its_values():
+    """A column of numbers with gaps reads back as floats (1024.0): --between matmul.size=1024 still names it."""
+    from pathlib import Path
+
+    from experiments.reporting.sweeps import Sweep, split
+
+    rows = pd.DataFrame({"experiment": "matmul", "status": "ok", "variant": "fp32", "source": ["/s/0", "/s/1", "/s/2"],
+                         "matmul.size": [1024.0, 2048.0, np.nan]})
+    samples = pd.DataFrame({"source": ["/s/0", "/s/1", "/s/2"], "time_s": [1.0, 2.0, 3.0]})
+    parts = split(Sweep("s", Path("s"), rows, samples), "matmul.size", ["1024", "2048"])
+    assert [p.label for p in parts] == ["matmul.size=1024", "matmul.size=2048"]
+    assert [list(p.rows["source"]) for p in parts] == [["/s/0"], ["/s/1"]]
+    assert [list(p.samples["time_s"]) for p in parts] == [[1.0], [2.0]]
+    assert [p.label for p in split(Sweep("s", Path("s"), rows, samples), "matmul.size")] == [
+        "matmul.size=1024", "matmul.size=2048"]  # every value, in the sweep's order; the point without one is left

@@ -23,7 +23,7 @@ from experiments.reporting.differences import environment_changes, machine_roofs
 from experiments.reporting.gather import knob_columns
 from experiments.reporting.load import INCOMPLETE, ReportError
 from experiments.reporting.stats import SLOWER, verdict
-from experiments.reporting.sweeps import Sweep, point_samples
+from experiments.reporting.sweeps import Sweep, as_text, point_samples
 from experiments.reporting.timed import timed_lines
 
 
@@ -50,11 +50,8 @@ def _key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     """A point's name: its variant and the values of the pairing knobs."""
     if df.empty:
         return pd.Series(dtype=str, index=df.index)
-    def value(v: object) -> str:
-        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
     knobs = df.reindex(columns=keys)
-    named = knobs.apply(lambda row: ", ".join(f"{k}={value(v)}" for k, v in row.items() if not pd.isna(v)), axis=1)
+    named = knobs.apply(lambda row: ", ".join(f"{k}={as_text(v)}" for k, v in row.items() if not pd.isna(v)), axis=1)
     return df["variant"].astype(str) + (" · " + named if keys else "")
 
 

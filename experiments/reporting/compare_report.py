@@ -86,6 +86,10 @@ def drift_part(result: Comparison, threshold: float, out: Path) -> list[str]:
     return lines + ([f"![The machine during each sweep]({plot.name})", ""] if plot else [])
 
 
+#: Pairs further apart than this many steps of the sweep (one pass to the next) were not neighbours in its order.
+NEIGHBOURS = 1.5
+
+
 def briefly(off: str, most: int = 3) -> str:
     """A point's passes taken while the machine was off, listed up to ``most``, else counted (compare.csv lists
     them all)."""
@@ -98,10 +102,14 @@ def basis_note(result: Comparison) -> str:
     if result.paired:
         gap = result.timed["gap_s"].dropna() if not result.timed.empty else pd.Series(dtype=float)
         apart = f"a median {gap.median():.1f} s apart" if len(gap) else "in turn"
+        step = drift.step_s(list(result.canary.values()))
+        far = (f" **The pairs were not neighbours:** one pass to the next took {step:.1f} s among these points, a "
+               f"pair {gap.median():.1f} s. Put the compared knob last on the command line (the sweeper varies it "
+               "fastest) so that each pair runs back to back." if len(gap) and gap.median() > NEIGHBOURS * step else "")
         return ("These are the settings of one sweep (`--between`), measured side by side: pass r of a point and pass "
                 f"r of its pair ran {apart} (`gap_s`), so the machine's level during the pass is in both and cancels. "
                 "A timed point's interval rests on the differences of its pair's passes (`basis` pairs), their "
-                "variance moderated by the other points'.")
+                "variance moderated by the other points'." + far)
     return ("The interval of a timed point rests on its passes (`sweep.rounds`, spread over each sweep: the machine's "
             "drift between them), its variance moderated by the other points' (`basis` passes); with one pass per "
             "point, on the drift the sweeps' canaries saw (`canary`); served requests, on their own samples "

@@ -99,6 +99,13 @@ def gap_s(a: pd.DataFrame, b: pd.DataFrame, source_a: str, source_b: str) -> flo
     return float(np.median(np.abs((tb[both] - ta[both]).dt.total_seconds()))) if len(both) else float("nan")
 
 
+def step_s(named: list[pd.DataFrame]) -> float:
+    """The median time [s] from one pass's start to the next one's in the sweep these series come from (NaN with
+    fewer than two readings): how far apart two neighbours in the sweep's order run."""
+    at = pd.concat([s for s in named if not s.empty] or [pd.DataFrame({"at": []})])["at"].sort_values()
+    return float(at.diff().dt.total_seconds().median()) if len(at) > 1 else float("nan")
+
+
 def flags(s: pd.DataFrame, label: str, threshold: float) -> dict[str, list[str]]:
     """Job folder -> its passes measured while a canary kernel was off the sweep's median by more than the
     threshold, in words (``b pass 2: copy -14%``)."""

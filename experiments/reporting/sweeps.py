@@ -82,6 +82,11 @@ def point_samples(sweep: Sweep, normalize: str | None = None, speed: float = 1.0
     return out
 
 
+def as_text(value: object) -> str:
+    """A knob's value as the command line writes it: 1024, not the 1024.0 a CSV column of numbers reads back."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def split(sweep: Sweep, column: str, values: list[str] | None = None) -> list[Sweep]:
     """One sweep's points by the value of one knob (``report.py compare --between column[=A,B]``): a sweep per value,
     in the order given (default: the order of the points), each with its points' rows, samples, requests and canary
@@ -89,7 +94,7 @@ def split(sweep: Sweep, column: str, values: list[str] | None = None) -> list[Sw
     rows = sweep.rows
     if column not in rows:
         raise ReportError(f"--between {column}: no such column in the rows of {sweep.folder}")
-    have = rows[column].astype(str).where(rows[column].notna())
+    have = rows[column].map(as_text).where(rows[column].notna())
     order = list(dict.fromkeys(have.dropna()))
     values = values or order
     missing = [v for v in values if v not in order]
