@@ -109,11 +109,12 @@ def compare(sweeps: list[Sweep], experiments: Mapping[str, Experiment], threshol
                                       strict=True):
                 xa = times[0].get((str(ra["source"]), str(ra["variant"])), {})
                 xb = tb.get((str(rb["source"]), str(rb["variant"])), {})
-                for measure in sorted(set(xa) & set(xb)):
-                    off = [*flagged[0].get(str(ra["source"]), []), *flagged[i].get(str(rb["source"]), [])]
+                measures = sorted(set(xa) & set(xb))
+                off = [*flagged[0].get(str(ra["source"]), []), *flagged[i].get(str(rb["source"]), [])]
+                gap = drift.gap_s(base.canary, sweep.canary, str(ra["source"]), str(rb["source"])) if measures else 0.0
+                for measure in measures:
                     lines.append({"experiment": name, "point": point, "measure": measure, "sweep": sweep.label,
-                                  "machine_off": "; ".join(off), "gap_s": drift.gap_s(
-                                      base.canary, sweep.canary, str(ra["source"]), str(rb["source"]))})
+                                  "machine_off": "; ".join(off), "gap_s": gap})
                     samples.append((xa[measure], xb[measure]))
                 for col in (c for c in exact_cols if c in ra and c in rb):
                     checked += 1

@@ -115,9 +115,15 @@ def compare_passes(a: list[np.ndarray], b: list[np.ndarray], threshold: float,
     total = own + shared
     with np.errstate(invalid="ignore", divide="ignore"):  # Welch–Satterthwaite degrees of freedom
         dof = total**2 / (own**2 / dof + (shared**2 / common_df if common_df else 0.0))
-    ok = np.isfinite(total) & (dof > 0)
-    half = np.full(len(a), np.nan)
-    half[ok] = stats.t.ppf(0.5 + LEVEL / 2, np.minimum(dof[ok], 1e6)) * np.sqrt(total[ok])
+    return t_changes(diff, total, dof, threshold, basis)
+
+
+def t_changes(diff: np.ndarray, var: np.ndarray, dof: np.ndarray, threshold: float, basis: str) -> list[Change]:
+    """Each line's t interval at :data:`LEVEL` of a log ratio ``diff`` with variance ``var`` on ``dof`` degrees of
+    freedom, as a ratio, and its verdict (*inconclusive* where the variance is not known)."""
+    ok = np.isfinite(var) & (dof > 0)
+    half = np.full(len(diff), np.nan)
+    half[ok] = stats.t.ppf(0.5 + LEVEL / 2, np.minimum(dof[ok], 1e6)) * np.sqrt(var[ok])
     low, high = np.exp(diff - half), np.exp(diff + half)
     return [Change(float(np.exp(d)), float(lo), float(hi), verdict(lo, hi, threshold) if k else INCONCLUSIVE, basis)
             for d, lo, hi, k in zip(diff, low, high, ok, strict=True)]
@@ -132,12 +138,7 @@ def compare_paired(a: list[np.ndarray], b: list[np.ndarray], threshold: float) -
     s2 = np.array([float(x.var(ddof=1)) if len(x) > 1 else np.nan for x in d])
     var, dof = _moderated(s2, df, *prior_variance(s2, df))
     mean, n = np.array([x.mean() for x in d]), np.array([len(x) for x in d])
-    ok = np.isfinite(var) & (dof > 0)
-    half = np.full(len(d), np.nan)
-    half[ok] = stats.t.ppf(0.5 + LEVEL / 2, np.minimum(dof[ok], 1e6)) * np.sqrt(var[ok] / n[ok])
-    low, high = np.exp(mean - half), np.exp(mean + half)
-    return [Change(float(np.exp(m)), float(lo), float(hi), verdict(lo, hi, threshold) if k else INCONCLUSIVE, PAIRS)
-            for m, lo, hi, k in zip(mean, low, high, ok, strict=True)]
+    return t_changes(mean, var / n, dof, threshold, PAIRS)
 
 
 def common_variance(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, int]:

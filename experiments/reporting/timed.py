@@ -20,9 +20,9 @@ def timed_lines(lines: list[dict], samples: list[tuple[Samples, Samples]], thres
                 paired: bool = False) -> pd.DataFrame:
     """The lines with their intervals and verdicts. Lines with passes are compared per experiment and sweep: in two
     sweeps by :func:`~experiments.reporting.stats.compare_passes`, the interval widened by how far the machine itself
-    moved between them (``moved`` by experiment and sweep: :func:`~experiments.reporting.drift.widen`); side by side
-    in one sweep (``paired``) by :func:`~experiments.reporting.stats.compare_paired`. The others are compared on
-    their samples, in batches of pairs with the same sample counts."""
+    moved between them (``moved`` by experiment and sweep: :func:`~experiments.reporting.drift.widen`, empty when
+    paired); side by side in one sweep (``paired``) by :func:`~experiments.reporting.stats.compare_paired`. The others
+    are compared on their samples, in batches of pairs with the same sample counts."""
     by_pass: dict[tuple[str, str], list[int]] = {}
     others: dict[tuple[int, int], list[int]] = {}
     for i, (xa, xb) in enumerate(samples):
@@ -37,8 +37,7 @@ def timed_lines(lines: list[dict], samples: list[tuple[Samples, Samples]], thres
             continue
         changes = compare_paired(a, b, threshold) if paired else compare_passes(a, b, threshold, canary)
         for i, x, y, c in zip(idx, a, b, changes, strict=True):
-            low, high = drift.widen(c.low, c.high, {} if paired else
-                                    moved.get((lines[i]["experiment"], lines[i]["sweep"]), {}))
+            low, high = drift.widen(c.low, c.high, moved.get((lines[i]["experiment"], lines[i]["sweep"]), {}))
             lines[i].update({**fields(c), "passes_a": len(x), "passes_b": len(y), "ratio_low": low,
                              "ratio_high": high, "verdict": verdict(low, high, threshold) if np.isfinite(low)
                              else c.verdict})
